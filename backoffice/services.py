@@ -1,0 +1,126 @@
+"""Writes of the back office: the one enqueue helper, job requeue/cancel, the audit trail."""
+
+import json
+import logging
+from datetime import datetime
+
+import django_rq
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from backoffice.models import AuditEntry, Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+RUNNER = "backoffice.runner.run_job"
+QUEUES = ("payments", "notifications", "default")
+
+
+def job_enqueue(
+    *,
+    func: str,
+    kwargs: dict,
+    queue: str = "default",
+    concerns: models.Model | None = None,
+    requested_by=None,
+    max_attempts: int | None = None,
+    run_at: datetime | None = None,
+) -> Job:
+    """Write a pending Job in the caller's transaction; push it to RQ once that commits.
+
+    A rolled-back transaction never pushes; if Redis is down at commit the row stays
+    `pending` and the sweeper pushes it later.
+    """
+    if queue not in QUEUES:
+        raise ValueError(f"Unknown queue {queue!r}; expected one of {', '.join(QUEUES)}.")
+    # Arguments are ids and plain values: refuse anything JSON cannot carry unchanged.
+    json.dumps(kwargs)
+    now = timezone.now()
+    job = Job.objects.create(
+        func=func,
+        kwargs=kwargs,
+        queue=queue,
+        status=JobStatus.PENDING,
+        max_attempts=max_attempts or settings.JOBS_DEFAULT_MAX_ATTEMPTS,
+        run_at=run_at or now,
+        content_type=ContentType.objects.get_for_model(concerns) if concerns is not None else None,
+        object_id=str(concerns.pk) if concerns is not None else "",
+        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+    )
+    if job.run_at <= now:
+        transaction.on_commit(lambda: job_push_after_commit(job_id=job.id, queue=queue))
+    return job
+
+
+def job_push_after_commit(*, job_id, queue: str) -> bool:
+    """Push a committed pending Job to RQ and mark it queued; leave it pending if Redis is down."""
+    if not job_push_rollback_unsafe(job_id=job_id, queue=queue):
+        return False
+    Job.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
+        status=JobStatus.QUEUED, queued_at=timezone.now()
+    )
+    return True
+
+
+def job_push_rollback_unsafe(*, job_id, queue: str) -> bool:
+    """Put the Job on its RQ queue. Not transactional: call only for rows already committed,
+    or accept that the sweeper's claim check turns a push of a rolled-back row into a no-op."""
+    try:
+        django_rq.get_queue(queue).enqueue_call(
+            RUNNER,
+            args=(str(job_id),),
+            job_id=str(job_id),
+            timeout=settings.JOB_TIMEOUT_SECONDS,
+            result_ttl=24 * 3600,
+            failure_ttl=7 * 24 * 3600,
+        )
+    except (RedisError, OSError) as error:
+        logger.warning("job %s left pending: Redis unavailable (%s)", job_id, error)
+        return False
+    return True
+
+
+def audit_record(*, actor, action: str, target: models.Model | None, reason: str = "", details=None):
+    """Append one audit entry in the caller's transaction."""
+    return AuditEntry.objects.create(
+        actor=actor if getattr(actor, "pk", None) else None,
+        action=action,
+        reason=reason,
+        content_type=ContentType.objects.get_for_model(target) if target is not None else None,
+        object_id=str(target.pk) if target is not None else "",
+        object_repr=str(target)[:200] if target is not None else "",
+        details=details or {},
+    )
+
+
+def job_requeue(*, job: Job, actor, reason: str) -> Job:
+    """Put a failed or canceled job back to pending with a fresh attempt budget; locks the row,
+    audits, and pushes on commit."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if not job.can_requeue():
+            raise ValidationError(f"not failed or canceled (it is {job.get_status_display().lower()})")
+        job.status = JobStatus.PENDING
+        job.max_attempts = job.attempts + max(1, settings.JOBS_DEFAULT_MAX_ATTEMPTS)
+        job.run_at = timezone.now()
+        job.save(update_fields=["status", "max_attempts", "run_at"])
+        audit_record(actor=actor, action="job_requeue", target=job, reason=reason)
+        transaction.on_commit(lambda: job_push_after_commit(job_id=job.id, queue=job.queue))
+    return job
+
+
+def job_cancel(*, job: Job, actor, reason: str) -> Job:
+    """Cancel a job that has not started; a copy already in Redis finds it canceled and does nothing."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if not job.can_cancel():
+            raise ValidationError(f"already {job.get_status_display().lower()}")
+        job.status = JobStatus.CANCELED
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "finished_at"])
+        audit_record(actor=actor, action="job_cancel", target=job, reason=reason)
+    return job

@@ -1,0 +1,39 @@
+"""Job bodies: take ids, load, call services, return a small result. Each is idempotent:
+it starts from the payment's current state, so a duplicate run charges nothing."""
+
+from payments.gateways import ChargeRequest, get_gateway
+from payments.services import (
+    payment_charge_result_apply,
+    payment_lookup_result_apply,
+    payment_processing_start,
+    payment_unknown_attempt,
+)
+
+
+def process_payment(payment_id: int) -> dict:
+    """Send the payment's attempt to the gateway (outside any lock) and apply the answer."""
+    attempt = payment_processing_start(payment_id=payment_id)
+    if attempt is None:
+        return {"skipped": "nothing to process"}
+    payment = attempt.payment
+    result = get_gateway().charge(
+        ChargeRequest(
+            idempotency_key=attempt.idempotency_key,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            payment_method=payment.payment_method,
+            reference=payment.public_id,
+        )
+    )
+    payment = payment_charge_result_apply(attempt_id=attempt.pk, result=result)
+    return {"status": payment.status}
+
+
+def recover_payment(payment_id: int) -> dict:
+    """Ask the gateway what happened to an unknown payment's attempt and resolve it."""
+    attempt = payment_unknown_attempt(payment_id=payment_id)
+    if attempt is None:
+        return {"skipped": "not unknown"}
+    result = get_gateway().lookup(attempt.idempotency_key)
+    payment = payment_lookup_result_apply(attempt_id=attempt.pk, result=result)
+    return {"status": payment.status}

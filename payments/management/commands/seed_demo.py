@@ -1,0 +1,118 @@
+import logging
+import random
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from backoffice.models import Job, JobStatus
+from backoffice.runner import run_job
+from payments import services
+from payments.models import Merchant, Payment
+from payments.roles import ensure_roles
+
+MERCHANTS = [
+    ("Fjord Coffee Roasters", "fjord-coffee", "billing@fjord-coffee.example", "EUR"),
+    ("Kyoto Lantern Books", "kyoto-lantern", "accounts@kyoto-lantern.example", "JPY"),
+    ("Gulf Marine Supply", "gulf-marine", "finance@gulf-marine.example", "KWD"),
+]
+STAFF = [("operator", "Operators"), ("finance", "Finance"), ("approver", "Approvers"), ("viewer", "Viewers")]
+# token -> how many payments end up in the state that token leads to
+PLAN = [("tok_success", 110), ("tok_decline", 30), ("tok_timeout", 10), ("tok_error", 10)]
+
+
+class Command(BaseCommand):
+    help = "Seed demo data: three merchants, one staff user per role, a superuser, ~200 payments."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="Do nothing if demo data is already there.")
+
+    def handle(self, *args, once, **options):
+        if once and Merchant.objects.filter(slug=MERCHANTS[0][1]).exists():
+            self.stdout.write(
+                "Demo data already present. Logins: admin, operator, finance, approver, viewer "
+                "(passwords were printed at the first seed; `manage.py changepassword <name>` sets a new one)."
+            )
+            return
+        logging.getLogger("backoffice.services").setLevel(logging.ERROR)  # Redis may not be up yet
+        ensure_roles()
+        logins = self._users()
+        merchants = [
+            Merchant.objects.get_or_create(slug=slug, defaults={"name": name, "contact_email": email})[0]
+            for name, slug, email, _ in MERCHANTS
+        ]
+        currencies = {slug: currency for _, slug, _, currency in MERCHANTS}
+        rng = random.Random(7)
+        count = 0
+        for token, how_many in PLAN:
+            for _ in range(how_many):
+                self._processed_payment(rng, merchants, currencies, token)
+                count += 1
+        operator = get_user_model().objects.get(username="operator")
+        for n in range(15):  # pending, waiting for the worker
+            self._new_payment(rng, merchants, currencies, "tok_success")
+        for n in range(10):  # canceled by an operator
+            services.payment_cancel(
+                payment=self._new_payment(rng, merchants, currencies, "tok_success"),
+                actor=operator, reason="customer asked to cancel",
+            )
+        for n in range(10):  # failed, then retried by an operator: back to pending
+            payment = self._processed_payment(rng, merchants, currencies, "tok_decline")
+            services.payment_retry(payment=payment, actor=operator, reason="customer updated the card")
+        for n in range(5):  # processing, its worker killed mid-call: the sweeper will recover it
+            payment = self._new_payment(rng, merchants, currencies, "tok_success")
+            services.payment_processing_start(payment_id=payment.pk)
+            Job.objects.filter(object_id=str(payment.pk), status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(
+                status=JobStatus.RUNNING, attempts=1, started_at=timezone.now() - timedelta(minutes=5),
+                heartbeat_at=timezone.now() - timedelta(minutes=5), worker_name="demo-host:4242",
+            )
+        total = Payment.objects.count()
+        self.stdout.write(self.style.SUCCESS(f"Seeded {len(merchants)} merchants and {total} payments."))
+        self.stdout.write("Logins (printed once; keep them):")
+        for username, password, role in logins:
+            self.stdout.write(f"  {username:<10} {password}   {role}")
+
+    def _users(self):
+        User = get_user_model()
+        logins = []
+        if not User.objects.filter(username="admin").exists():
+            password = secrets.token_urlsafe(12)
+            User.objects.create_superuser("admin", "admin@paydesk.example", password)
+            logins.append(("admin", password, "superuser"))
+        from django.contrib.auth.models import Group
+
+        for username, group in STAFF:
+            if User.objects.filter(username=username).exists():
+                continue
+            password = secrets.token_urlsafe(12)
+            user = User.objects.create_user(username, f"{username}@paydesk.example", password, is_staff=True)
+            user.groups.add(Group.objects.get(name=group))
+            logins.append((username, password, group))
+        return logins
+
+    def _new_payment(self, rng, merchants, currencies, token) -> Payment:
+        merchant = rng.choice(merchants)
+        currency = currencies[merchant.slug]
+        amount = {"EUR": rng.randint(500, 250_00), "JPY": rng.randint(300, 90_000), "KWD": rng.randint(1_000, 95_000)}
+        return services.payment_create(
+            merchant=merchant,
+            amount_minor=amount[currency],
+            currency=currency,
+            payment_method=token,
+            idempotency_key=f"demo-{secrets.token_hex(8)}",
+            merchant_reference=f"ORD-{rng.randint(10000, 99999)}",
+            customer_email=f"customer{rng.randint(1, 500)}@shopper.example",
+            description="Demo order",
+        )
+
+    def _processed_payment(self, rng, merchants, currencies, token) -> Payment:
+        """Create and process at once with the real runner, as a worker would."""
+        with transaction.atomic():
+            payment = self._new_payment(rng, merchants, currencies, token)
+        for job in Job.objects.filter(object_id=str(payment.pk), status=JobStatus.PENDING):
+            run_job(str(job.pk))
+        payment.refresh_from_db()
+        return payment

@@ -1,0 +1,55 @@
+"""Money: integer minor units plus an ISO 4217 code. Never floats."""
+
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+from iso4217 import Currency
+
+
+def currency_exponent(code: str) -> int:
+    """Digits after the decimal point for an ISO 4217 currency (JPY 0, EUR 2, KWD 3)."""
+    try:
+        exponent = Currency(code).exponent
+    except ValueError:
+        exponent = None
+    if exponent is None:  # unknown codes, and funds/metals like XAU with no minor unit
+        raise ValidationError(
+            "%(code)s is not an ISO 4217 currency code.", code="unknown_currency", params={"code": code}
+        )
+    return exponent
+
+
+def validate_currency(code: str) -> None:
+    currency_exponent(code)
+
+
+def parse_major_amount(text: str, currency: str) -> int:
+    """'12.34' EUR -> 1234; refuses letters, signs, and more decimals than the currency has."""
+    exponent = currency_exponent(currency)
+    cleaned = str(text).strip().replace(",", "").replace("_", "")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        raise ValidationError("Enter an amount such as 12.34.", code="invalid_amount") from None
+    if not value.is_finite():
+        raise ValidationError("Enter an amount such as 12.34.", code="invalid_amount")
+    if value.as_tuple().exponent < -exponent:
+        raise ValidationError(
+            "%(currency)s has %(exponent)s decimal places; %(amount)s has more.",
+            code="too_many_decimals",
+            params={"currency": currency, "exponent": exponent, "amount": cleaned},
+        )
+    minor = int(value.scaleb(exponent))
+    if minor <= 0:
+        raise ValidationError("The amount must be greater than zero.", code="amount_not_positive")
+    return minor
+
+
+def format_minor(amount_minor: int, currency: str) -> str:
+    """1234, 'EUR' -> '12.34 EUR'; 1200, 'JPY' -> '1,200 JPY'."""
+    try:
+        exponent = currency_exponent(currency)
+    except ValidationError:
+        return f"{amount_minor} {currency} (minor units)"
+    major = Decimal(amount_minor).scaleb(-exponent)
+    return f"{major:,.{exponent}f} {currency}"

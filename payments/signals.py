@@ -1,0 +1,5 @@
+from django.dispatch import Signal
+
+# Sent inside the transaction of every payment status change, after its PaymentEvent is
+# written. Keyword arguments: payment, event, from_status, to_status.
+payment_status_changed = Signal()

@@ -1,0 +1,44 @@
+"""Payment states and the allowed transitions: pure data, no database."""
+
+from django.db.models import TextChoices
+
+
+class PaymentStatus(TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    UNKNOWN = "unknown", "Unknown"
+    CANCELED = "canceled", "Canceled"
+    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+    REFUNDED = "refunded", "Refunded"
+
+
+class AttemptOutcome(TextChoices):
+    PENDING = "pending", "Awaiting gateway"
+    SUCCEEDED = "succeeded", "Succeeded"
+    DECLINED = "declined", "Declined"
+    UNKNOWN = "unknown", "Unknown"
+    NOT_FOUND = "not_found", "Never reached the gateway"
+
+
+S = PaymentStatus
+# name of the transition method on Payment -> (sources, target)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "start_processing": ((S.PENDING,), S.PROCESSING),
+    "succeed": ((S.PROCESSING, S.UNKNOWN), S.SUCCEEDED),
+    "fail": ((S.PROCESSING, S.UNKNOWN), S.FAILED),
+    "mark_unknown": ((S.PROCESSING,), S.UNKNOWN),
+    "retry": ((S.FAILED,), S.PENDING),
+    "cancel": ((S.PENDING,), S.CANCELED),
+    "refund_partially": ((S.SUCCEEDED, S.PARTIALLY_REFUNDED), S.PARTIALLY_REFUNDED),
+    "refund_fully": ((S.SUCCEEDED, S.PARTIALLY_REFUNDED), S.REFUNDED),
+}
+
+TERMINAL = frozenset({S.CANCELED, S.REFUNDED})
+# A payment in these states has money captured at the gateway.
+CAPTURED = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED})
+
+
+def allowed_targets(source: str) -> set[str]:
+    return {target for sources, target in TRANSITIONS.values() if source in sources}
