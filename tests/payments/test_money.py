@@ -1,0 +1,45 @@
+import pytest
+from django.core.exceptions import ValidationError
+
+from payments.money import currency_exponent, format_minor, parse_major_amount
+
+
+@pytest.mark.parametrize(("code", "exponent"), [("EUR", 2), ("JPY", 0), ("KWD", 3), ("USD", 2)])
+def test_currency_exponent_comes_from_iso_4217(code, exponent):
+    assert currency_exponent(code) == exponent
+
+
+@pytest.mark.parametrize("code", ["ZZZ", "eur", "", "XAU", "EURO"])
+def test_unknown_or_unitless_currency_is_refused(code):
+    with pytest.raises(ValidationError):
+        currency_exponent(code)
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "minor"),
+    [("12.34", "EUR", 1234), ("12", "EUR", 1200), ("1200", "JPY", 1200), ("1.234", "KWD", 1234),
+     ("0.01", "EUR", 1), ("1,000.50", "EUR", 100050)],
+)
+def test_major_amounts_parse_exactly_per_currency(text, currency, minor):
+    assert parse_major_amount(text, currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "code"),
+    [("12.345", "EUR", "too_many_decimals"), ("1.5", "JPY", "too_many_decimals"),
+     ("0", "EUR", "amount_not_positive"), ("-5", "EUR", "amount_not_positive"),
+     ("12a", "EUR", "invalid_amount"), ("NaN", "EUR", "invalid_amount"), ("", "EUR", "invalid_amount"),
+     ("Infinity", "EUR", "invalid_amount")],
+)
+def test_bad_major_amounts_are_refused_with_a_reason(text, currency, code):
+    with pytest.raises(ValidationError) as error:
+        parse_major_amount(text, currency)
+    assert error.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "shown"),
+    [(1234, "EUR", "12.34 EUR"), (120000, "JPY", "120,000 JPY"), (1234, "KWD", "1.234 KWD"), (5, "EUR", "0.05 EUR")],
+)
+def test_amounts_display_in_major_units(minor, currency, shown):
+    assert format_minor(minor, currency) == shown
