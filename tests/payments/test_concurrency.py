@@ -1,0 +1,75 @@
+"""Races between real threads, each on its own PostgreSQL connection."""
+
+import threading
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from payments import services
+from payments.jobs import process_payment
+from payments.models import Payment, PaymentAttempt, PaymentEvent, SimulatedGatewayRecord
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.needs_postgres]
+
+
+def race(count: int, target):
+    """Run target(i) in `count` threads released at the same instant; return results/errors."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = target(i)
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            results[i] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_double_submit_with_one_key_creates_one_payment(merchant):
+    def submit(_):
+        return services.payment_create(
+            merchant=merchant, amount_minor=500, currency="EUR", payment_method="tok_success",
+            idempotency_key="double-click",
+        ).pk
+
+    results = race(6, submit)
+    assert all(isinstance(result, int) for result in results), results
+    assert len(set(results)) == 1
+    assert Payment.objects.count() == 1 and PaymentEvent.objects.count() == 1
+
+
+def test_one_key_with_different_amounts_at_once_keeps_one_payment(merchant):
+    def submit(i):
+        return services.payment_create(
+            merchant=merchant, amount_minor=500 + i % 2, currency="EUR", payment_method="tok_success",
+            idempotency_key="racy",
+        ).pk
+
+    results = race(6, submit)
+    assert Payment.objects.count() == 1
+    winner = Payment.objects.get()
+    for i, result in enumerate(results):
+        if 500 + i % 2 == winner.amount_minor:
+            assert result == winner.pk
+        else:
+            assert isinstance(result, ValidationError)
+
+
+def test_the_same_payment_processed_by_two_workers_at_once_is_charged_once(make_payment):
+    payment = make_payment()
+    race(4, lambda _: process_payment(payment.pk))
+    payment.refresh_from_db()
+    assert payment.status == "succeeded"
+    assert PaymentAttempt.objects.count() == 1
+    assert SimulatedGatewayRecord.objects.count() == 1
+    assert list(payment.events.values_list("to_status", flat=True)) == ["pending", "processing", "succeeded"]
