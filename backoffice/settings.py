@@ -115,6 +115,9 @@ PAYMENTS_RECOVERY_SCHEDULE_SECONDS = env.list(
     "PAYMENTS_RECOVERY_SCHEDULE_SECONDS", cast=float, default=[10.0, 60.0, 300.0, 1800.0, 7200.0]
 )
 PAYMENTS_MAX_AMOUNT_MINOR = env.int("PAYMENTS_MAX_AMOUNT_MINOR", default=100_000_000)
+# Refunds at or above this amount (major units, per currency; "default" for the rest) need
+# a second staff member's approval. Example: "EUR=500,JPY=75000,default=500".
+PAYMENTS_REFUND_APPROVAL_THRESHOLD = env.dict("PAYMENTS_REFUND_APPROVAL_THRESHOLD", default={"default": "500"})
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -155,3 +158,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Merchant webhooks (notifications app). Loopback targets, and plain http:// to them, are
+# for tests and laptops only; otherwise endpoints must be https:// to public addresses.
+WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
+WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
+# Delays before each retry of a failed delivery (+-20% jitter); after the last one it is failed.
+WEBHOOKS_RETRY_SCHEDULE_SECONDS = env.list(
+    "WEBHOOKS_RETRY_SCHEDULE_SECONDS", cast=float, default=[5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+)
+# After a secret rotation the previous secret also signs for this long.
+WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS = env.int("WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS", default=86400)
