@@ -1,12 +1,15 @@
 """Job bodies: take ids, load, call services, return a small result. Each is idempotent:
 it starts from the payment's current state, so a duplicate run charges nothing."""
 
-from payments.gateways import ChargeRequest, get_gateway
+from payments.gateways import ChargeRequest, RefundRequest, get_gateway
 from payments.services import (
     payment_charge_result_apply,
     payment_lookup_result_apply,
     payment_processing_start,
     payment_unknown_attempt,
+    refund_charge_reference,
+    refund_processing_start,
+    refund_result_apply,
 )
 
 
@@ -37,3 +40,21 @@ def recover_payment(payment_id: int) -> dict:
     result = get_gateway().lookup(attempt.idempotency_key)
     payment = payment_lookup_result_apply(attempt_id=attempt.pk, result=result)
     return {"status": payment.status}
+
+
+def refund_payment(refund_id: int) -> dict:
+    """Send an approved refund to the gateway under its own key and apply the answer; with
+    no clear answer it raises, and the runner retries under the same key."""
+    refund = refund_processing_start(refund_id=refund_id)
+    if refund is None:
+        return {"skipped": "nothing to refund"}
+    result = get_gateway().refund(
+        RefundRequest(
+            idempotency_key=refund.idempotency_key,
+            charge_reference=refund_charge_reference(refund),
+            amount_minor=refund.amount_minor,
+            currency=refund.payment.currency,
+        )
+    )
+    refund = refund_result_apply(refund_id=refund.pk, result=result)
+    return {"status": refund.status}

@@ -7,14 +7,30 @@ from django.db import models
 from django_fsm import FSMField, FSMModelMixin, transition
 
 from payments.money import format_minor, validate_currency
-from payments.states import CAPTURED, TRANSITIONS, AttemptOutcome, PaymentStatus
+from payments.states import (
+    CAPTURED,
+    REFUND_TRANSITIONS,
+    TRANSITIONS,
+    AttemptOutcome,
+    PaymentStatus,
+    RefundStatus,
+    ResolutionStatus,
+)
 
 PUBLIC_ID_ALPHABET = string.ascii_letters + string.digits
 
 
-def new_public_id() -> str:
+def _random_id(prefix: str) -> str:
     # 24 characters of 62 is ~143 bits: not guessable, not enumerable.
-    return "pay_" + "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(24))
+    return prefix + "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(24))
+
+
+def new_public_id() -> str:
+    return _random_id("pay_")
+
+
+def new_refund_id() -> str:
+    return _random_id("re_")
 
 
 class Merchant(models.Model):
@@ -84,6 +100,10 @@ class Payment(FSMModelMixin, models.Model):
             ("process_payment", "Can send a pending payment to the gateway now"),
             ("retry_payment", "Can retry a failed payment"),
             ("cancel_payment", "Can cancel a pending payment"),
+            ("request_refund", "Can request a refund"),
+            ("approve_refund", "Can approve or reject a refund requested by someone else"),
+            ("request_resolution", "Can ask to settle an unknown payment by hand"),
+            ("approve_resolution", "Can approve or reject a manual settlement asked by someone else"),
         ]
 
     def __str__(self) -> str:
@@ -158,10 +178,7 @@ class PaymentAttempt(models.Model):
         return f"{self.payment.public_id} attempt {self.number}"
 
 
-class PaymentEvent(models.Model):
-    """Append-only history of a payment's status."""
-
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="events")
+class StatusEvent(models.Model):
     from_status = models.CharField(max_length=20, blank=True)
     to_status = models.CharField(max_length=20)
     actor = models.ForeignKey(
@@ -172,15 +189,160 @@ class PaymentEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
+        abstract = True
         ordering = ["created_at", "id"]
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValueError("Events are append-only.")
+        super().save(*args, **kwargs)
+
+
+class PaymentEvent(StatusEvent):
+    """Append-only history of a payment's status."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="events")
+
+    class Meta(StatusEvent.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"{self.payment.public_id}: {self.from_status or '-'} -> {self.to_status}"
 
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise ValueError("Payment events are append-only.")
-        super().save(*args, **kwargs)
+
+def _refund_sources(name: str) -> list[str]:
+    return list(REFUND_TRANSITIONS[name][0])
+
+
+def _refund_target(name: str) -> str:
+    return REFUND_TRANSITIONS[name][1]
+
+
+class Refund(FSMModelMixin, models.Model):
+    """Money going back to the customer: requested, approved by a second person when large,
+    sent to the gateway under its own idempotency key."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    public_id = models.CharField(max_length=40, unique=True, default=new_refund_id, editable=False)
+    amount_minor = models.BigIntegerField()
+    reason = models.TextField()
+    status = FSMField(max_length=20, choices=RefundStatus.choices, default=RefundStatus.REQUESTED, protected=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    needs_approval = models.BooleanField(default=False)
+    decision_note = models.TextField(blank=True)
+    gateway_reference = models.CharField(max_length=100, blank=True)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=RefundStatus.values), name="refund_status_valid"),
+            models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="refund_amount_positive"),
+            # Four eyes, in the database too: nobody approves or rejects their own refund.
+            models.CheckConstraint(
+                condition=models.Q(approved_by__isnull=True) | ~models.Q(approved_by=models.F("requested_by")),
+                name="refund_approver_not_requester",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(rejected_by__isnull=True) | ~models.Q(rejected_by=models.F("requested_by")),
+                name="refund_rejecter_not_requester",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def amount_display(self) -> str:
+        return format_minor(self.amount_minor, self.payment.currency)
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.public_id
+
+    @transition(field=status, source=_refund_sources("approve"), target=_refund_target("approve"))
+    def approve(self):
+        pass
+
+    @transition(field=status, source=_refund_sources("reject"), target=_refund_target("reject"))
+    def reject(self):
+        pass
+
+    @transition(field=status, source=_refund_sources("start_processing"), target=_refund_target("start_processing"))
+    def start_processing(self):
+        pass
+
+    @transition(field=status, source=_refund_sources("succeed"), target=_refund_target("succeed"))
+    def succeed(self):
+        pass
+
+    @transition(field=status, source=_refund_sources("fail"), target=_refund_target("fail"))
+    def fail(self):
+        pass
+
+
+class RefundEvent(StatusEvent):
+    """Append-only history of a refund's status."""
+
+    refund = models.ForeignKey(Refund, on_delete=models.PROTECT, related_name="events")
+
+    class Meta(StatusEvent.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return f"{self.refund.public_id}: {self.from_status or '-'} -> {self.to_status}"
+
+
+class ResolutionRequest(models.Model):
+    """A request to settle an unknown payment by hand; applied only when a second person approves."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="resolution_requests")
+    resolve_to = models.CharField(
+        max_length=20,
+        choices=[(PaymentStatus.SUCCEEDED, "Succeeded"), (PaymentStatus.FAILED, "Failed")],
+    )
+    reason = models.TextField()
+    status = models.CharField(max_length=20, choices=ResolutionStatus.choices, default=ResolutionStatus.REQUESTED)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decision_note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=ResolutionStatus.values), name="resolution_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(resolve_to__in=[PaymentStatus.SUCCEEDED, PaymentStatus.FAILED]),
+                name="resolution_target_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(decided_by__isnull=True) | ~models.Q(decided_by=models.F("requested_by")),
+                name="resolution_decider_not_requester",
+            ),
+            models.UniqueConstraint(
+                fields=["payment"], condition=models.Q(status="requested"), name="one_open_resolution_per_payment"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.payment.public_id} -> {self.resolve_to} ({self.status})"
 
 
 class SimulatedGatewayRecord(models.Model):

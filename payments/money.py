@@ -53,3 +53,8 @@ def format_minor(amount_minor: int, currency: str) -> str:
         return f"{amount_minor} {currency} (minor units)"
     major = Decimal(amount_minor).scaleb(-exponent)
     return f"{major:,.{exponent}f} {currency}"
+
+
+def major_to_minor(major: str | int | Decimal, currency: str) -> int:
+    """A configured amount in major units ('500') to minor units, rounding nothing away."""
+    return int(Decimal(str(major)).scaleb(currency_exponent(currency)))

@@ -9,18 +9,28 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from backoffice.models import Job, JobStatus
 from backoffice.services import audit_record, job_enqueue
-from payments.gateways import ChargeResult, GatewayOutcome, LookupResult
-from payments.models import Merchant, Payment, PaymentAttempt, PaymentEvent
-from payments.money import format_minor, validate_currency
-from payments.signals import payment_status_changed
-from payments.states import AttemptOutcome, PaymentStatus
+from payments.gateways import ChargeResult, GatewayOutcome, LookupResult, RefundResult
+from payments.models import (
+    Merchant,
+    Payment,
+    PaymentAttempt,
+    PaymentEvent,
+    Refund,
+    RefundEvent,
+    ResolutionRequest,
+)
+from payments.money import format_minor, major_to_minor, validate_currency
+from payments.signals import payment_status_changed, refund_status_changed
+from payments.states import REFUND_HOLDING, AttemptOutcome, PaymentStatus, RefundStatus, ResolutionStatus
 
 PROCESS_JOB = "payments.jobs.process_payment"
 RECOVER_JOB = "payments.jobs.recover_payment"
+REFUND_JOB = "payments.jobs.refund_payment"
 ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
 TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,63}$")
 CARD_NUMBER_PATTERN = re.compile(r"\d[\d -]{10,}\d")
@@ -304,19 +314,245 @@ def payment_lookup_result_apply(*, attempt_id: int, result: LookupResult) -> Pay
     return payment
 
 
-def payment_resolve_unknown(*, payment: Payment, succeeded: bool, actor, reason: str) -> Payment:
-    """Settle an unknown payment by hand after checking with the processor (reason required)."""
-    if not reason.strip():
-        raise PaymentError("A reason is required to resolve a payment by hand.", code="reason_required")
+def payment_summary(payment: Payment) -> str:
+    return f"{payment.public_id} {format_minor(payment.amount_minor, payment.currency)} {payment.status}"
+
+
+# --- refunds ----------------------------------------------------------------------------------
+
+def _require_reason(reason: str, what: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise PaymentError({"reason": [f"A reason is required to {what}."]}, code="reason_required")
+    return reason
+
+
+def _require_perm(user, perm: str, what: str) -> None:
+    if not (getattr(user, "pk", None) and user.is_active and user.has_perm(perm)):
+        raise PaymentError(f"You do not have permission to {what}.", code="permission_denied")
+
+
+def refund_remaining_minor(payment: Payment) -> int:
+    """What can still be refunded: the captured amount less every refund not failed or rejected."""
+    if not payment.is_captured():
+        return 0
+    held = payment.refunds.filter(status__in=REFUND_HOLDING).aggregate(total=Sum("amount_minor"))["total"] or 0
+    return max(payment.amount_minor - held, 0)
+
+
+def refund_approval_threshold_minor(currency: str) -> int:
+    thresholds = settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD
+    return major_to_minor(thresholds.get(currency, thresholds.get("default", "0")), currency)
+
+
+def _record_refund_event(refund: Refund, *, from_status: str, actor=None, actor_label: str = "", reason: str = ""):
+    event = RefundEvent.objects.create(
+        refund=refund, from_status=from_status, to_status=refund.status,
+        actor=actor if getattr(actor, "pk", None) else None,
+        actor_label=actor_label or ("" if getattr(actor, "pk", None) else "system"), reason=reason,
+    )
+    refund_status_changed.send(
+        sender=Refund, refund=refund, event=event, from_status=from_status, to_status=refund.status
+    )
+    return event
+
+
+def _refund_transition(refund: Refund, name: str, *, actor=None, actor_label: str = "", reason: str = "") -> None:
+    from_status = refund.status
+    getattr(refund, name)()
+    refund.save()
+    _record_refund_event(refund, from_status=from_status, actor=actor, actor_label=actor_label, reason=reason)
+
+
+def _enqueue_refund(refund: Refund, *, actor=None) -> Job:
+    return job_enqueue(
+        func=REFUND_JOB, kwargs={"refund_id": refund.pk}, queue="payments", concerns=refund.payment,
+        requested_by=actor,
+    )
+
+
+def refund_request(*, payment: Payment, amount_minor: int, reason: str, requested_by) -> Refund:
+    """Lock the payment, check the refund fits in what remains refundable (so concurrent
+    requests can never together exceed the capture), create it; below the approval
+    threshold approve it at once and queue the refund job."""
+    _require_perm(requested_by, "payments.request_refund", "request refunds")
+    reason = _require_reason(reason, "refund")
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
+        raise PaymentError({"amount_minor": ["The refund amount must be greater than zero."]}, code="amount")
+    with transaction.atomic():
+        payment = _locked(payment.pk)
+        if payment.status == PaymentStatus.UNKNOWN:
+            raise PaymentError("not refundable until its outcome is resolved (it is unknown)", code="wrong_status")
+        if not payment.is_captured() or payment.status == PaymentStatus.REFUNDED:
+            raise _refuse(payment, "refundable")
+        remaining = refund_remaining_minor(payment)
+        if amount_minor > remaining:
+            raise PaymentError(
+                {"amount_minor": [
+                    f"{format_minor(amount_minor, payment.currency)} is more than the "
+                    f"{format_minor(remaining, payment.currency)} that remains refundable."
+                ]},
+                code="amount_exceeds_remaining",
+            )
+        needs_approval = amount_minor >= refund_approval_threshold_minor(payment.currency)
+        refund = Refund.objects.create(
+            payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requested_by,
+            needs_approval=needs_approval,
+        )
+        _record_refund_event(refund, from_status="", actor=requested_by, reason=reason)
+        audit_record(actor=requested_by, action="refund_request", target=payment, reason=reason,
+                     details={"refund": refund.public_id, "amount_minor": amount_minor})
+        if not needs_approval:
+            refund.decided_at = timezone.now()
+            _refund_transition(refund, "approve", actor_label="system",
+                               reason="below the approval threshold: approved automatically")
+            _enqueue_refund(refund, actor=requested_by)
+    return refund
+
+
+def _locked_refund_for_decision(refund: Refund, approver, perm_what: str) -> Refund:
+    _require_perm(approver, "payments.approve_refund", perm_what)
+    payment = _locked(refund.payment_id)
+    refund = Refund.objects.select_for_update().get(pk=refund.pk)
+    refund.payment = payment
+    if refund.requested_by_id == approver.pk:
+        raise PaymentError("A refund needs a second person: you requested this one.", code="four_eyes")
+    if refund.status != RefundStatus.REQUESTED:
+        raise PaymentError(f"not awaiting approval (it is {refund.get_status_display().lower()})", code="wrong_status")
+    return refund
+
+
+def refund_approve(*, refund: Refund, approver, note: str = "") -> Refund:
+    """A second person with approve_refund approves; locks payment and refund, queues the refund job."""
+    with transaction.atomic():
+        refund = _locked_refund_for_decision(refund, approver, "approve refunds")
+        refund.approved_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note.strip()
+        _refund_transition(refund, "approve", actor=approver, reason=note.strip() or "approved")
+        audit_record(actor=approver, action="refund_approve", target=refund.payment, reason=note.strip(),
+                     details={"refund": refund.public_id})
+        _enqueue_refund(refund, actor=approver)
+    return refund
+
+
+def refund_reject(*, refund: Refund, approver, note: str) -> Refund:
+    """A second person with approve_refund rejects, with a required note; the amount is freed."""
+    note = _require_reason(note, "reject a refund")
+    with transaction.atomic():
+        refund = _locked_refund_for_decision(refund, approver, "reject refunds")
+        refund.rejected_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note
+        _refund_transition(refund, "reject", actor=approver, reason=note)
+        audit_record(actor=approver, action="refund_reject", target=refund.payment, reason=note,
+                     details={"refund": refund.public_id})
+    return refund
+
+
+def refund_processing_start(*, refund_id: int) -> Refund | None:
+    """Lock the refund and return it to send to the gateway: approved -> processing, or
+    already processing (a previous run died or got no clear answer; same key). None when done."""
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().select_related("payment").get(pk=refund_id)
+        if refund.status == RefundStatus.APPROVED:
+            _refund_transition(refund, "start_processing", actor_label="worker")
+        elif refund.status != RefundStatus.PROCESSING:
+            return None
+        return refund
+
+
+def refund_charge_reference(refund: Refund) -> str:
+    attempt = refund.payment.attempts.filter(outcome=AttemptOutcome.SUCCEEDED).first()
+    return attempt.gateway_reference if attempt else ""
+
+
+class RefundOutcomeUnknown(Exception):
+    """The gateway gave no clear answer; the job retries under the same idempotency key."""
+
+
+def refund_result_apply(*, refund_id: int, result: RefundResult) -> Refund:
+    """Record the gateway's answer: succeeded moves the payment to partially refunded or
+    refunded; declined fails the refund and frees its amount. Applied once."""
+    if result.outcome == GatewayOutcome.UNKNOWN:
+        raise RefundOutcomeUnknown(f"{result.error_code}: {result.error_message}")
+    with transaction.atomic():
+        refund = Refund.objects.get(pk=refund_id)
+        payment = _locked(refund.payment_id)
+        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        if refund.status != RefundStatus.PROCESSING:
+            return refund
+        refund.gateway_reference = result.gateway_reference
+        refund.error_code, refund.error_message = result.error_code, result.error_message
+        refund.completed_at = timezone.now()
+        if result.outcome != GatewayOutcome.SUCCEEDED:
+            _refund_transition(refund, "fail", actor_label="worker", reason=f"declined: {result.error_code}")
+            return refund
+        _refund_transition(refund, "succeed", actor_label="worker", reason="refunded by the gateway")
+        refunded = payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(total=Sum("amount_minor"))["total"]
+        _transition(
+            payment, "refund_fully" if refunded >= payment.amount_minor else "refund_partially",
+            actor_label="worker", reason=f"refund {refund.public_id} of {refund.amount_display} succeeded",
+        )
+    return refund
+
+
+# --- settling unknown payments by hand ------------------------------------------------------
+
+def resolution_request(*, payment: Payment, resolve_to: str, reason: str, requested_by) -> ResolutionRequest:
+    """Ask to settle an unknown payment as succeeded or failed; nothing changes until a
+    second person approves."""
+    _require_perm(requested_by, "payments.request_resolution", "ask for manual settlements")
+    reason = _require_reason(reason, "settle a payment by hand")
+    if resolve_to not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+        raise PaymentError({"resolve_to": ["Choose succeeded or failed."]}, code="resolve_to")
     with transaction.atomic():
         payment = _locked(payment.pk)
         if payment.status != PaymentStatus.UNKNOWN:
             raise _refuse(payment, "unknown")
-        _transition(payment, "succeed" if succeeded else "fail", actor=actor, reason=reason)
-        audit_record(actor=actor, action="payment_resolve", target=payment, reason=reason,
+        if payment.resolution_requests.filter(status=ResolutionStatus.REQUESTED).exists():
+            raise PaymentError("already has a settlement awaiting approval", code="already_requested")
+        request = ResolutionRequest.objects.create(
+            payment=payment, resolve_to=resolve_to, reason=reason, requested_by=requested_by
+        )
+        audit_record(actor=requested_by, action="resolution_request", target=payment, reason=reason,
+                     details={"resolve_to": resolve_to})
+    return request
+
+
+def _locked_resolution_for_decision(request: ResolutionRequest, approver, what: str) -> ResolutionRequest:
+    _require_perm(approver, "payments.approve_resolution", what)
+    payment = _locked(request.payment_id)
+    request = ResolutionRequest.objects.select_for_update().get(pk=request.pk)
+    request.payment = payment
+    if request.requested_by_id == approver.pk:
+        raise PaymentError("A manual settlement needs a second person: you asked for this one.", code="four_eyes")
+    if request.status != ResolutionStatus.REQUESTED:
+        raise PaymentError(f"already {request.get_status_display().lower()}", code="wrong_status")
+    return request
+
+
+def resolution_approve(*, request: ResolutionRequest, approver, note: str = "") -> ResolutionRequest:
+    """A second person approves: the payment moves from unknown to the requested outcome."""
+    with transaction.atomic():
+        request = _locked_resolution_for_decision(request, approver, "approve manual settlements")
+        payment = request.payment
+        if payment.status != PaymentStatus.UNKNOWN:
+            raise _refuse(payment, "unknown any more")
+        reason = f"settled by hand: {request.reason} (asked by {request.requested_by}, approved by {approver})"
+        _transition(payment, "succeed" if request.resolve_to == PaymentStatus.SUCCEEDED else "fail",
+                    actor=approver, reason=reason)
+        request.status, request.decided_by = ResolutionStatus.APPROVED, approver
+        request.decided_at, request.decision_note = timezone.now(), note.strip()
+        request.save()
+        audit_record(actor=approver, action="resolution_approve", target=payment, reason=note.strip(),
                      details={"resolved_to": payment.status})
-    return payment
+    return request
 
 
-def payment_summary(payment: Payment) -> str:
-    return f"{payment.public_id} {format_minor(payment.amount_minor, payment.currency)} {payment.status}"
+def resolution_reject(*, request: ResolutionRequest, approver, note: str) -> ResolutionRequest:
+    """A second person rejects, with a required note; the payment stays unknown."""
+    note = _require_reason(note, "reject a manual settlement")
+    with transaction.atomic():
+        request = _locked_resolution_for_decision(request, approver, "reject manual settlements")
+        request.status, request.decided_by = ResolutionStatus.REJECTED, approver
+        request.decided_at, request.decision_note = timezone.now(), note
+        request.save()
+        audit_record(actor=approver, action="resolution_reject", target=request.payment, reason=note)
+    return request

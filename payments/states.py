@@ -42,3 +42,30 @@ CAPTURED = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED})
 
 def allowed_targets(source: str) -> set[str]:
     return {target for sources, target in TRANSITIONS.values() if source in sources}
+
+
+class RefundStatus(TextChoices):
+    REQUESTED = "requested", "Awaiting approval"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    PROCESSING = "processing", "Processing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+R = RefundStatus
+REFUND_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "approve": ((R.REQUESTED,), R.APPROVED),
+    "reject": ((R.REQUESTED,), R.REJECTED),
+    "start_processing": ((R.APPROVED,), R.PROCESSING),
+    "succeed": ((R.PROCESSING,), R.SUCCEEDED),
+    "fail": ((R.PROCESSING,), R.FAILED),
+}
+# Refunds that hold part of the captured amount: everything but failed and rejected.
+REFUND_HOLDING = frozenset({R.REQUESTED, R.APPROVED, R.PROCESSING, R.SUCCEEDED})
+
+
+class ResolutionStatus(TextChoices):
+    REQUESTED = "requested", "Awaiting approval"
+    APPROVED = "approved", "Approved and applied"
+    REJECTED = "rejected", "Rejected"

@@ -11,9 +11,14 @@ from payments.gateways.base import (
     Gateway,
     GatewayOutcome,
     LookupResult,
+    RefundRequest,
+    RefundResult,
 )
 
-__all__ = ["ChargeRequest", "ChargeResult", "Gateway", "GatewayOutcome", "LookupResult", "get_gateway"]
+__all__ = [
+    "ChargeRequest", "ChargeResult", "Gateway", "GatewayOutcome", "LookupResult", "RefundRequest", "RefundResult",
+    "get_gateway",
+]
 
 
 @cache

@@ -38,10 +38,30 @@ class LookupResult:
     error_message: str = ""
 
 
+@dataclass(frozen=True)
+class RefundRequest:
+    idempotency_key: str
+    charge_reference: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    outcome: GatewayOutcome
+    gateway_reference: str = ""
+    error_code: str = ""
+    error_message: str = ""
+
+
 class Gateway(Protocol):
     """A payment processor. Every call carries an idempotency key; the same key twice
     must never move money twice."""
 
     def charge(self, request: ChargeRequest) -> ChargeResult: ...
 
-    def lookup(self, idempotency_key: str) -> LookupResult: ...
+    def refund(self, request: RefundRequest) -> RefundResult: ...
+
+    def lookup(self, idempotency_key: str) -> LookupResult:
+        """What happened to the charge or refund sent under this key."""
+        ...

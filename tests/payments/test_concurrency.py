@@ -73,3 +73,23 @@ def test_the_same_payment_processed_by_two_workers_at_once_is_charged_once(make_
     assert PaymentAttempt.objects.count() == 1
     assert SimulatedGatewayRecord.objects.count() == 1
     assert list(payment.events.values_list("to_status", flat=True)) == ["pending", "processing", "succeeded"]
+
+
+def test_concurrent_refunds_never_exceed_the_capture(make_payment):
+    from payments.models import Refund
+    from tests.factories import UserFactory
+
+    payment = make_payment(amount_minor=100_00)
+    process_payment(payment.pk)
+    payment.refresh_from_db()
+    staff = [UserFactory(username=f"finance-{i}", roles=["Finance"]) for i in range(5)]
+
+    def refund(i):
+        return services.refund_request(payment=payment, amount_minor=30_00, reason="race", requested_by=staff[i])
+
+    results = race(5, refund)
+    granted = [result for result in results if isinstance(result, Refund)]
+    refused = [result for result in results if isinstance(result, ValidationError)]
+    assert (len(granted), len(refused)) == (3, 2), results
+    assert sum(refund.amount_minor for refund in Refund.objects.all()) == 90_00
+    assert "remains refundable" in str(refused[0])

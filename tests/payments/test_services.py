@@ -234,16 +234,6 @@ def test_process_now_refuses_a_payment_already_queued(make_payment, operator):
     assert job.status == JobStatus.PENDING and job.requested_by == operator
 
 
-def test_resolve_unknown_by_hand_needs_a_reason(make_payment, operator):
-    payment = make_payment(payment_method="tok_error")
-    process_payment(payment.pk)
-    with pytest.raises(ValidationError):
-        services.payment_resolve_unknown(payment=payment, succeeded=True, actor=operator, reason=" ")
-    services.payment_resolve_unknown(payment=payment, succeeded=False, actor=operator, reason="processor confirms no charge")
-    payment.refresh_from_db()
-    assert payment.status == PaymentStatus.FAILED
-
-
 def test_the_signal_is_sent_on_every_transition_inside_the_transaction(make_payment):
     seen = []
 

@@ -52,17 +52,17 @@ class Command(BaseCommand):
                 self._processed_payment(rng, merchants, currencies, token)
                 count += 1
         operator = get_user_model().objects.get(username="operator")
-        for n in range(15):  # pending, waiting for the worker
+        for _ in range(15):  # pending, waiting for the worker
             self._new_payment(rng, merchants, currencies, "tok_success")
-        for n in range(10):  # canceled by an operator
+        for _ in range(10):  # canceled by an operator
             services.payment_cancel(
                 payment=self._new_payment(rng, merchants, currencies, "tok_success"),
                 actor=operator, reason="customer asked to cancel",
             )
-        for n in range(10):  # failed, then retried by an operator: back to pending
+        for _ in range(10):  # failed, then retried by an operator: back to pending
             payment = self._processed_payment(rng, merchants, currencies, "tok_decline")
             services.payment_retry(payment=payment, actor=operator, reason="customer updated the card")
-        for n in range(5):  # processing, its worker killed mid-call: the sweeper will recover it
+        for _ in range(5):  # processing, its worker killed mid-call: the sweeper will recover it
             payment = self._new_payment(rng, merchants, currencies, "tok_success")
             services.payment_processing_start(payment_id=payment.pk)
             Job.objects.filter(object_id=str(payment.pk), status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(

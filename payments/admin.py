@@ -1,0 +1,257 @@
+"""Admin of payments: presentation plus thin actions. Status and every field are read-only;
+adding goes through payments.services.payment_create; actions call one service per payment."""
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.contenttypes.admin import GenericTabularInline
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import CharField, OuterRef, Subquery
+from django.db.models.functions import Cast
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+
+from backoffice.admin import ReadOnlyAdminMixin, job_admin_link, may_use_rq_dashboard, rq_job_link
+from backoffice.admin_actions import confirm_with_reason
+from backoffice.models import AuditEntry, Job
+from payments.admin_forms import PaymentAddForm, new_idempotency_key
+from payments.models import Merchant, Payment, PaymentAttempt, PaymentEvent
+from payments.services import (
+    payment_cancel,
+    payment_create,
+    payment_process_now,
+    payment_retry,
+    payment_summary,
+)
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "contact_email", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "slug", "contact_email"]
+    prepopulated_fields = {"slug": ["name"]}
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # payments keep their merchant: deactivate it instead
+
+
+# --- the payment's page: read-only inlines ------------------------------------------------
+
+
+class ReadOnlyInline(ReadOnlyAdminMixin):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+
+class AttemptInline(ReadOnlyInline, admin.TabularInline):
+    model = PaymentAttempt
+    fields = [
+        "number", "outcome", "gateway_reference", "error_code", "error_message", "latency_ms", "lookups",
+        "idempotency_key", "created_at", "completed_at",
+    ]
+    readonly_fields = fields
+
+
+class EventInline(ReadOnlyInline, admin.TabularInline):
+    model = PaymentEvent
+    verbose_name_plural = "history"
+    fields = ["created_at", "from_status", "to_status", "by", "reason"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    @admin.display(description="by")
+    def by(self, event: PaymentEvent) -> str:
+        return str(event.actor) if event.actor_id else event.actor_label or "-"
+
+
+class JobInline(ReadOnlyInline, GenericTabularInline):
+    model = Job
+    ordering = ["-created_at"]
+    fields = [
+        "job", "function", "status", "attempts_display", "last_error", "run_at", "started_at",
+        "finished_at", "duration", "rq_link",
+    ]
+    readonly_fields = fields
+
+    def get_fields(self, request, obj=None):
+        if may_use_rq_dashboard(request.user):
+            return self.fields
+        return [name for name in self.fields if name != "rq_link"]
+
+    @admin.display(description="job")
+    def job(self, job: Job) -> str:
+        return job_admin_link(job)
+
+    @admin.display(description="function")
+    def function(self, job: Job) -> str:
+        return job.short_func
+
+    @admin.display(description="attempts")
+    def attempts_display(self, job: Job) -> str:
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="duration")
+    def duration(self, job: Job) -> str:
+        seconds = job.duration_seconds
+        return "-" if seconds is None else f"{seconds:.3f} s"
+
+    @admin.display(description="django-rq")
+    def rq_link(self, job: Job) -> str:
+        return rq_job_link(job)
+
+
+class AuditInline(ReadOnlyInline, GenericTabularInline):
+    model = AuditEntry
+    ordering = ["-created_at"]
+    verbose_name_plural = "staff actions"
+    fields = ["created_at", "actor", "action", "reason"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+
+# --- payments ------------------------------------------------------------------------------
+
+
+def latest_job_status() -> Subquery:
+    """The status of the payment's most recent job, for one query per changelist page."""
+    jobs = Job.objects.filter(
+        content_type=ContentType.objects.get_for_model(Payment),
+        object_id=Cast(OuterRef("pk"), output_field=CharField()),
+    ).order_by("-created_at")
+    return Subquery(jobs.values("status")[:1])
+
+
+@admin.register(Payment)
+class PaymentAdmin(admin.ModelAdmin):
+    list_display = [
+        "public_id", "merchant_reference", "merchant", "amount_display", "status", "latest_job",
+        "needs_review", "created_at",
+    ]
+    list_filter = ["status", "currency", "merchant", "created_at", "needs_review"]
+    search_fields = [
+        "public_id", "merchant_reference", "customer_email", "idempotency_key", "attempts__gateway_reference",
+    ]
+    date_hierarchy = "created_at"
+    list_select_related = ["merchant"]
+    actions = ["process_now", "retry_failed", "cancel_pending"]
+    fieldsets = [
+        (None, {"fields": ["public_id", "merchant", "amount_display", "status", "needs_review"]}),
+        ("Order", {"fields": ["merchant_reference", "customer_email", "description", "payment_method"]}),
+        ("Record", {"fields": ["idempotency_key", "created_by", "created_at", "updated_at"]}),
+    ]
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    inlines = [AttemptInline, EventInline, JobInline, AuditInline]
+    add_fieldsets = [
+        (None, {"fields": ["merchant", "amount", "currency", "payment_method"]}),
+        ("Order", {"fields": ["merchant_reference", "customer_email", "description", "idempotency_key"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(latest_job_status=latest_job_status())
+
+    # Status moves only through the actions' services: no admin form writes a payment.
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="amount", ordering="amount_minor")
+    def amount_display(self, payment: Payment) -> str:
+        return payment.amount_display
+
+    @admin.display(description="latest job", ordering="latest_job_status")
+    def latest_job(self, payment: Payment) -> str:
+        status = getattr(payment, "latest_job_status", None)
+        return status or "-"
+
+    # --- adding: through payment_create, never a ModelForm save ---------------------------
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = PaymentAddForm(request.POST)
+            if form.is_valid():
+                kwargs = form.payment_create_kwargs()
+                existed = Payment.objects.filter(
+                    merchant=kwargs["merchant"], idempotency_key=kwargs["idempotency_key"]
+                ).exists()
+                try:
+                    payment = payment_create(actor=request.user, **kwargs)
+                except ValidationError as error:
+                    form.add_service_error(error)
+                else:
+                    return self._response_payment_added(request, payment, existed=existed)
+        else:
+            form = PaymentAddForm(initial={"idempotency_key": new_idempotency_key()})
+
+        admin_form = helpers.AdminForm(form, self.add_fieldsets, {}, model_admin=self)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add payment",
+            "subtitle": None,
+            "adminform": admin_form,
+            "object_id": None,
+            "original": None,
+            "is_popup": False,
+            "to_field": None,
+            "media": self.media + admin_form.media,
+            "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []),
+            "preserved_filters": self.get_preserved_filters(request),
+            # One button: the handler below knows only "save and show the payment".
+            "show_save_and_add_another": False,
+            "show_save_and_continue": False,
+            **(extra_context or {}),
+        }
+        return self.render_change_form(request, context, add=True, form_url=form_url)
+
+    def _response_payment_added(self, request, payment: Payment, *, existed: bool):
+        if existed:
+            # A second submit of the same form: the first one made the payment.
+            self.message_user(request, f"Payment {payment.public_id} was already created by this form.",
+                              messages.WARNING)
+        else:
+            self.log_addition(request, payment, [{"added": {}}])
+            self.message_user(request, f"Payment {payment.public_id} created and queued for processing.",
+                              messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:payments_payment_change", args=[payment.pk]))
+
+    # --- actions: a reason, then one service call per payment -----------------------------
+
+    def has_process_permission(self, request) -> bool:
+        return request.user.has_perm("payments.process_payment")
+
+    def has_retry_permission(self, request) -> bool:
+        return request.user.has_perm("payments.retry_payment")
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("payments.cancel_payment")
+
+    @admin.action(description="Process now (pending payments with no live job)", permissions=["process"])
+    def process_now(self, request, queryset):
+        return confirm_with_reason(
+            self, request, queryset, verb="process", done="queued", describe=payment_summary,
+            apply=lambda payment, reason: payment_process_now(payment=payment, actor=request.user, reason=reason),
+        )
+
+    @admin.action(description="Retry failed payments", permissions=["retry"])
+    def retry_failed(self, request, queryset):
+        return confirm_with_reason(
+            self, request, queryset, verb="retry", done="queued", describe=payment_summary,
+            apply=lambda payment, reason: payment_retry(payment=payment, actor=request.user, reason=reason),
+        )
+
+    @admin.action(description="Cancel pending payments", permissions=["cancel"])
+    def cancel_pending(self, request, queryset):
+        return confirm_with_reason(
+            self, request, queryset, verb="cancel", done="canceled", describe=payment_summary,
+            apply=lambda payment, reason: payment_cancel(payment=payment, actor=request.user, reason=reason),
+        )
