@@ -1,0 +1,322 @@
+"""Admin of the back office: the job ledger, the audit trail, and django-rq's dashboard
+limited to the staff who may act on jobs. Everything here is read-only; the only writes are
+the permission-gated actions, which call backoffice.services."""
+
+import json
+from datetime import timedelta
+from functools import wraps
+
+from django.contrib import admin
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django_rq.admin import QueueAdmin
+from django_rq.models import Dashboard
+from django_rq.settings import get_queues_map
+
+from backoffice.admin_actions import confirm_with_reason
+from backoffice.models import AuditEntry, Job
+from backoffice.services import job_cancel, job_requeue
+
+# --- links shared with the other apps' admin pages ----------------------------------------
+
+
+def may_use_rq_dashboard(user) -> bool:
+    """django-rq's pages can empty queues and delete jobs: superusers and job operators only."""
+    return bool(user.is_active and user.is_staff and (user.is_superuser or user.has_perm("backoffice.requeue_job")))
+
+
+def rq_job_url(job: Job) -> str | None:
+    """The job's page in django-rq, once it has been pushed to Redis."""
+    # django-rq numbers queues by their position in the sorted RQ_QUEUES names.
+    queue_index = get_queues_map().get(job.queue)
+    if queue_index is None or job.queued_at is None:
+        return None
+    return reverse("admin:django_rq_job_detail", args=[queue_index, str(job.id)])
+
+
+def rq_job_link(job: Job) -> str:
+    url = rq_job_url(job)
+    return format_html('<a href="{}">in django-rq</a>', url) if url else "-"
+
+
+def job_admin_link(job: Job, text: str | None = None) -> str:
+    url = reverse("admin:backoffice_job_change", args=[job.pk])
+    return format_html('<a href="{}">{}</a>', url, text or str(job.pk)[:8])
+
+
+def admin_object_link(content_type_id: int | None, object_id: str, text: str) -> str:
+    """A link to an object's admin page, or its text when it has none."""
+    if not content_type_id or not object_id:
+        return text or "-"
+    content_type = ContentType.objects.get_for_id(content_type_id)  # cached: no query per row
+    try:
+        url = reverse(f"admin:{content_type.app_label}_{content_type.model}_change", args=[object_id])
+    except NoReverseMatch:
+        return text
+    return format_html('<a href="{}">{}</a>', url, text)
+
+
+def pretty_json(value) -> str:
+    if value in (None, "", {}, []):
+        return "-"
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+class ReadOnlyAdminMixin:
+    """Nothing is added, edited or deleted through these pages; a forged POST gets a 403."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+class JobAgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+
+    def lookups(self, request, model_admin):
+        return [("hour", "Last hour"), ("today", "Today"), ("older", "Older than a day")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "hour":
+            return queryset.filter(created_at__gte=now - timedelta(hours=1))
+        if self.value() == "today":
+            midnight = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+            return queryset.filter(created_at__gte=midnight)
+        if self.value() == "older":
+            return queryset.filter(created_at__lt=now - timedelta(days=1))
+        return queryset
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "job",
+        "function",
+        "concerns_link",
+        "queue",
+        "status",
+        "attempts_display",
+        "run_at",
+        "created_at",
+        "duration",
+    ]
+    list_filter = ["status", "queue", ("func", admin.AllValuesFieldListFilter), JobAgeFilter]
+    search_fields = ["id", "func", "object_id"]
+    list_select_related = ["content_type"]
+    show_full_result_count = False  # the ledger grows without bound; skip the second COUNT(*)
+    actions = ["requeue", "cancel"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "func",
+                    "arguments",
+                    "queue",
+                    "status",
+                    "concerns_link",
+                    "requested_by",
+                    "rq_link",
+                ]
+            },
+        ),
+        ("Attempts", {"fields": ["attempts", "max_attempts", "worker_name"]}),
+        (
+            "Timings",
+            {
+                "fields": [
+                    "run_at",
+                    "created_at",
+                    "queued_at",
+                    "started_at",
+                    "heartbeat_at",
+                    "finished_at",
+                    "duration",
+                ]
+            },
+        ),
+        ("Outcome", {"fields": ["last_error", "traceback_display", "result_display"]}),
+    ]
+    readonly_fields = [
+        "id",
+        "func",
+        "arguments",
+        "queue",
+        "status",
+        "concerns_link",
+        "requested_by",
+        "rq_link",
+        "attempts",
+        "max_attempts",
+        "worker_name",
+        "run_at",
+        "created_at",
+        "queued_at",
+        "started_at",
+        "heartbeat_at",
+        "finished_at",
+        "duration",
+        "last_error",
+        "traceback_display",
+        "result_display",
+    ]
+
+    def get_queryset(self, request):
+        # One query per concerned model for the whole page, for the "concerns" column.
+        return super().get_queryset(request).select_related("requested_by").prefetch_related("concerns")
+
+    def get_fieldsets(self, request, obj=None):
+        if may_use_rq_dashboard(request.user):
+            return self.fieldsets
+        first, *rest = self.fieldsets
+        return [(None, {"fields": [name for name in first[1]["fields"] if name != "rq_link"]}), *rest]
+
+    @admin.display(description="job", ordering="created_at")
+    def job(self, job: Job) -> str:
+        return str(job.pk)[:8]
+
+    @admin.display(description="function", ordering="func")
+    def function(self, job: Job) -> str:
+        return job.short_func
+
+    @admin.display(description="concerns")
+    def concerns_link(self, job: Job) -> str:
+        if not job.content_type_id or not job.object_id:
+            return job.object_id or "-"
+        target = job.concerns
+        text = str(target) if target is not None else f"{job.content_type.model} {job.object_id} (deleted)"
+        return admin_object_link(job.content_type_id, job.object_id, text)
+
+    @admin.display(description="attempts")
+    def attempts_display(self, job: Job) -> str:
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="duration")
+    def duration(self, job: Job) -> str:
+        seconds = job.duration_seconds
+        return "-" if seconds is None else f"{seconds:.3f} s"
+
+    @admin.display(description="arguments")
+    def arguments(self, job: Job) -> str:
+        return pretty_json(job.kwargs)
+
+    @admin.display(description="traceback")
+    def traceback_display(self, job: Job) -> str:
+        return format_html("<pre>{}</pre>", job.traceback) if job.traceback else "-"
+
+    @admin.display(description="result")
+    def result_display(self, job: Job) -> str:
+        return pretty_json(job.result)
+
+    @admin.display(description="django-rq")
+    def rq_link(self, job: Job) -> str:
+        return rq_job_link(job)
+
+    def has_requeue_permission(self, request) -> bool:
+        return request.user.has_perm("backoffice.requeue_job")
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("backoffice.cancel_job")
+
+    @admin.action(description="Requeue failed or canceled jobs", permissions=["requeue"])
+    def requeue(self, request, queryset):
+        return confirm_with_reason(
+            self,
+            request,
+            queryset,
+            verb="requeue",
+            done="requeued",
+            apply=lambda job, reason: job_requeue(job=job, actor=request.user, reason=reason),
+        )
+
+    @admin.action(description="Cancel jobs that have not run", permissions=["cancel"])
+    def cancel(self, request, queryset):
+        return confirm_with_reason(
+            self,
+            request,
+            queryset,
+            verb="cancel",
+            done="canceled",
+            apply=lambda job, reason: job_cancel(job=job, actor=request.user, reason=reason),
+        )
+
+
+# --- audit trail ---------------------------------------------------------------------------
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "actor", "action", "target_link", "reason"]
+    list_filter = ["action", "actor", "created_at"]
+    search_fields = ["object_repr", "object_id", "reason"]
+    list_select_related = ["actor", "content_type"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fields = ["created_at", "actor", "action", "target_link", "object_repr", "reason", "details_display"]
+    readonly_fields = fields
+
+    @admin.display(description="object")
+    def target_link(self, entry: AuditEntry) -> str:
+        return admin_object_link(entry.content_type_id, entry.object_id, entry.object_repr or entry.object_id)
+
+    @admin.display(description="details")
+    def details_display(self, entry: AuditEntry) -> str:
+        return pretty_json(entry.details)
+
+
+# --- django-rq's dashboard -----------------------------------------------------------------
+
+# django-rq's token-authenticated, read-only statistics endpoints keep their own checks.
+RQ_API_URL_NAMES = {"django_rq_home_json", "django_rq_metrics"}
+
+
+class RQDashboardAdmin(QueueAdmin):
+    """django-rq's dashboard in the admin index. Its views only ask for is_staff, yet they can
+    empty queues and delete or requeue RQ jobs behind our ledger's back: only superusers and
+    users who may requeue our jobs get in."""
+
+    def has_module_permission(self, request):
+        return may_use_rq_dashboard(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return may_use_rq_dashboard(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return may_use_rq_dashboard(request.user)
+
+    def get_urls(self):
+        urls = super().get_urls()
+        for pattern in urls:
+            if pattern.name not in RQ_API_URL_NAMES:
+                pattern.callback = self._refuse_staff_without_permission(pattern.callback)
+        return urls
+
+    @staticmethod
+    def _refuse_staff_without_permission(view):
+        @wraps(view)
+        def guarded(request, *args, **kwargs):
+            # Anonymous users fall through to the admin's own redirect to the login page.
+            if request.user.is_active and request.user.is_staff and not may_use_rq_dashboard(request.user):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return guarded
+
+
+if admin.site.is_registered(Dashboard):
+    admin.site.unregister(Dashboard)
+admin.site.register(Dashboard, RQDashboardAdmin)

@@ -1,0 +1,127 @@
+"""Admin actions that change money or jobs: a confirmation page asking why (like Django's
+`delete_selected`), then one service call per object, each refusal reported, never raised.
+
+An action method reads:
+
+    @admin.action(description="Retry failed payments", permissions=["retry"])
+    def retry_failed(self, request, queryset):
+        return confirm_with_reason(
+            self, request, queryset, verb="retry", done="queued",
+            apply=lambda payment, reason: payment_retry(payment=payment, actor=request.user, reason=reason),
+        )
+
+The permission check lives where Django puts it: `@admin.action(permissions=[...])` hides the
+action from users without it, and the changelist refuses a POST naming an action it did not
+offer, so a forged confirmation changes nothing.
+"""
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+TEMPLATE = "admin/action_with_reason.html"
+# The confirmation page lists this many objects and counts the rest.
+LISTED_OBJECTS = 100
+
+
+class ActionReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        max_length=2000,
+        strip=True,
+        help_text="Recorded in the audit trail with your name and the time.",
+    )
+
+
+@dataclass
+class ActionReport:
+    """What a bulk action did: how many objects it changed and why it left the others."""
+
+    done: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def message(self, done_label: str) -> str:
+        text = f"{self.done} {done_label}"
+        skipped = sum(self.skipped.values())
+        if skipped:
+            if len(self.skipped) == 1:
+                reasons = next(iter(self.skipped))
+            else:
+                reasons = ", ".join(f"{count} {reason}" for reason, count in self.skipped.most_common())
+            text += f", {skipped} skipped: {reasons}"
+        return text
+
+    @property
+    def level(self) -> int:
+        return messages.WARNING if self.skipped else messages.SUCCESS
+
+
+def apply_each(objects: Iterable[Model], apply: Callable[[Model], object]) -> ActionReport:
+    """Call `apply` per object; a refusal (ValidationError) skips that object, not the rest.
+    Each service call runs in its own transaction, so one refusal never rolls back another."""
+    report = ActionReport()
+    for obj in objects:
+        try:
+            apply(obj)
+        except ValidationError as error:
+            report.skipped[skip_reason(error)] += 1
+        except ObjectDoesNotExist:  # deleted between the selection and now
+            report.skipped["no longer exists"] += 1
+        else:
+            report.done += 1
+    return report
+
+
+def skip_reason(error: ValidationError) -> str:
+    return "; ".join(error.messages) or "refused"
+
+
+def confirm_with_reason(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    *,
+    verb: str,
+    done: str,
+    apply: Callable[[Model, str], object],
+    describe: Callable[[Model], str] = str,
+):
+    """First call: render the confirmation page. Second call (posted from that page with a
+    reason): run `apply(obj, reason)` per object and report "N <done>, M skipped: <why>"."""
+    form = ActionReasonForm(request.POST if request.POST.get("post") == "yes" else None)
+    if form.is_valid():
+        reason = form.cleaned_data["reason"]
+        report = apply_each(queryset, lambda obj: apply(obj, reason))
+        modeladmin.message_user(request, report.message(done), report.level)
+        return None  # the changelist redirects back to itself
+
+    opts = modeladmin.model._meta
+    count = queryset.count()
+    select_across = request.POST.get("select_across") == "1"
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": f"{verb.capitalize()} {count} {opts.verbose_name if count == 1 else opts.verbose_name_plural}?",
+        "verb": verb,
+        "opts": opts,
+        "form": form,
+        "count": count,
+        "listed": [describe(obj) for obj in queryset[:LISTED_OBJECTS]],
+        "unlisted": max(0, count - LISTED_OBJECTS),
+        "action": request.POST.get("action", ""),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        # "Select all N" re-applies the changelist's filters (kept in the form's URL) rather
+        # than posting thousands of ids; the changelist still wants the ticked ids posted.
+        "select_across": select_across,
+        "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "media": modeladmin.media,
+    }
+    request.current_app = modeladmin.admin_site.name
+    return TemplateResponse(request, TEMPLATE, context)
