@@ -48,10 +48,22 @@ class ReadOnlyInline(ReadOnlyAdminMixin):
 class AttemptInline(ReadOnlyInline, admin.TabularInline):
     model = PaymentAttempt
     fields = [
-        "number", "outcome", "gateway_reference", "error_code", "error_message", "latency_ms", "lookups",
-        "idempotency_key", "created_at", "completed_at",
+        "number",
+        "outcome",
+        "gateway_reference",
+        "error_code",
+        "error_message",
+        "latency_ms",
+        "lookups",
+        "idempotency_key",
+        "created_at",
+        "completed_at",
     ]
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        # Each row prints str(attempt), which names the payment.
+        return super().get_queryset(request).select_related("payment")
 
 
 class EventInline(ReadOnlyInline, admin.TabularInline):
@@ -61,7 +73,7 @@ class EventInline(ReadOnlyInline, admin.TabularInline):
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("actor")
+        return super().get_queryset(request).select_related("payment", "actor")
 
     @admin.display(description="by")
     def by(self, event: PaymentEvent) -> str:
@@ -72,8 +84,16 @@ class JobInline(ReadOnlyInline, GenericTabularInline):
     model = Job
     ordering = ["-created_at"]
     fields = [
-        "job", "function", "status", "attempts_display", "last_error", "run_at", "started_at",
-        "finished_at", "duration", "rq_link",
+        "job",
+        "function",
+        "status",
+        "attempts_display",
+        "last_error",
+        "run_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "rq_link",
     ]
     readonly_fields = fields
 
@@ -130,15 +150,24 @@ def latest_job_status() -> Subquery:
 @admin.register(Payment)
 class PaymentAdmin(admin.ModelAdmin):
     list_display = [
-        "public_id", "merchant_reference", "merchant", "amount_display", "status", "latest_job",
-        "needs_review", "created_at",
+        "public_id",
+        "merchant_reference",
+        "merchant",
+        "amount_display",
+        "status",
+        "latest_job",
+        "needs_review",
+        "created_at",
     ]
     list_filter = ["status", "currency", "merchant", "created_at", "needs_review"]
     search_fields = [
-        "public_id", "merchant_reference", "customer_email", "idempotency_key", "attempts__gateway_reference",
+        "public_id",
+        "merchant_reference",
+        "customer_email",
+        "idempotency_key",
+        "attempts__gateway_reference",
     ]
     date_hierarchy = "created_at"
-    list_select_related = ["merchant"]
     actions = ["process_now", "retry_failed", "cancel_pending"]
     fieldsets = [
         (None, {"fields": ["public_id", "merchant", "amount_display", "status", "needs_review"]}),
@@ -153,7 +182,12 @@ class PaymentAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(latest_job_status=latest_job_status())
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("merchant", "created_by")
+            .annotate(latest_job_status=latest_job_status())
+        )
 
     # Status moves only through the actions' services: no admin form writes a payment.
     def has_change_permission(self, request, obj=None):
@@ -216,12 +250,14 @@ class PaymentAdmin(admin.ModelAdmin):
     def _response_payment_added(self, request, payment: Payment, *, existed: bool):
         if existed:
             # A second submit of the same form: the first one made the payment.
-            self.message_user(request, f"Payment {payment.public_id} was already created by this form.",
-                              messages.WARNING)
+            self.message_user(
+                request, f"Payment {payment.public_id} was already created by this form.", messages.WARNING
+            )
         else:
             self.log_addition(request, payment, [{"added": {}}])
-            self.message_user(request, f"Payment {payment.public_id} created and queued for processing.",
-                              messages.SUCCESS)
+            self.message_user(
+                request, f"Payment {payment.public_id} created and queued for processing.", messages.SUCCESS
+            )
         return HttpResponseRedirect(reverse("admin:payments_payment_change", args=[payment.pk]))
 
     # --- actions: a reason, then one service call per payment -----------------------------
@@ -238,20 +274,35 @@ class PaymentAdmin(admin.ModelAdmin):
     @admin.action(description="Process now (pending payments with no live job)", permissions=["process"])
     def process_now(self, request, queryset):
         return confirm_with_reason(
-            self, request, queryset, verb="process", done="queued", describe=payment_summary,
+            self,
+            request,
+            queryset,
+            verb="process",
+            done="queued",
+            describe=payment_summary,
             apply=lambda payment, reason: payment_process_now(payment=payment, actor=request.user, reason=reason),
         )
 
     @admin.action(description="Retry failed payments", permissions=["retry"])
     def retry_failed(self, request, queryset):
         return confirm_with_reason(
-            self, request, queryset, verb="retry", done="queued", describe=payment_summary,
+            self,
+            request,
+            queryset,
+            verb="retry",
+            done="queued",
+            describe=payment_summary,
             apply=lambda payment, reason: payment_retry(payment=payment, actor=request.user, reason=reason),
         )
 
     @admin.action(description="Cancel pending payments", permissions=["cancel"])
     def cancel_pending(self, request, queryset):
         return confirm_with_reason(
-            self, request, queryset, verb="cancel", done="canceled", describe=payment_summary,
+            self,
+            request,
+            queryset,
+            verb="cancel",
+            done="canceled",
+            describe=payment_summary,
             apply=lambda payment, reason: payment_cancel(payment=payment, actor=request.user, reason=reason),
         )

@@ -39,9 +39,7 @@ class TokenInput(forms.TextInput):
 
 class PaymentAddForm(forms.Form):
     merchant = forms.ModelChoiceField(queryset=Merchant.objects.filter(is_active=True))
-    amount = forms.CharField(
-        max_length=30, help_text="In the currency's major unit: 12.34 EUR, 1200 JPY, 1.234 KWD."
-    )
+    amount = forms.CharField(max_length=30, help_text="In the currency's major unit: 12.34 EUR, 1200 JPY, 1.234 KWD.")
     currency = forms.CharField(min_length=3, max_length=3, help_text="ISO 4217 code, such as EUR.")
     payment_method = forms.CharField(
         label="Payment method token",
