@@ -364,3 +364,31 @@ class SimulatedGatewayRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.idempotency_key}"
+
+
+class Membership(models.Model):
+    """A user's access to one merchant in the merchant portal. Staff accounts have none
+    unless given one: being staff grants nothing in the portal."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        MEMBER = "member", "Member"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="merchant_memberships")
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["merchant__name", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "merchant"], name="membership_one_per_user_and_merchant"),
+            models.CheckConstraint(condition=models.Q(role__in=["owner", "member"]), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.get_role_display().lower()} of {self.merchant})"
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == self.Role.OWNER
