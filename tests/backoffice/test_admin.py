@@ -345,3 +345,18 @@ def test_anonymous_visitor_of_the_django_rq_dashboard_is_sent_to_the_login_page(
 
     assert response.status_code == 302
     assert response.url.startswith(reverse("admin:login"))
+
+
+def test_a_confirmation_posted_without_its_csrf_token_is_refused(admin_user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    failed = make_job(status=JobStatus.FAILED)
+
+    response = client.post(
+        JOBS_URL,
+        {"action": "requeue", "post": "yes", "reason": "no token", helpers.ACTION_CHECKBOX_NAME: [str(failed.pk)]},
+    )
+
+    assert response.status_code == 403
+    assert statuses(failed) == ["failed"]
+    assert not AuditEntry.objects.exists()
