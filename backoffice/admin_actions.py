@@ -96,15 +96,46 @@ def confirm_with_reason(
 ):
     """First call: render the confirmation page. Second call (posted from that page with a
     reason): run `apply(obj, reason)` per object and report "N <done>, M skipped: <why>"."""
-    form = ActionReasonForm(request.POST if request.POST.get("post") == "yes" else None)
+    return confirm_with_form(
+        modeladmin, request, queryset, verb=verb, done=done, describe=describe,
+        form_class=ActionReasonForm, apply=lambda obj, data: apply(obj, data["reason"]),
+    )
+
+
+def confirm_with_form(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    *,
+    verb: str,
+    done: str,
+    form_class: type[forms.Form],
+    apply: Callable[[Model, dict], object],
+    describe: Callable[[Model], str] = str,
+    form_kwargs: dict | None = None,
+):
+    """confirm_with_reason with any form: `apply(obj, cleaned_data)` per object. With a
+    single object selected, a refusal goes back on the form (the page shows it) instead of
+    into the report, so the operator can correct the value and post again."""
+    posted = request.POST.get("post") == "yes"
+    form = form_class(request.POST if posted else None, **(form_kwargs or {}))
+    count = queryset.count()
     if form.is_valid():
-        reason = form.cleaned_data["reason"]
-        report = apply_each(queryset, lambda obj: apply(obj, reason))
-        modeladmin.message_user(request, report.message(done), report.level)
-        return None  # the changelist redirects back to itself
+        data = form.cleaned_data
+        if count == 1:
+            try:
+                apply(queryset.get(), data)
+            except ValidationError as error:
+                _add_service_error(form, error)
+            else:
+                modeladmin.message_user(request, ActionReport(done=1).message(done), messages.SUCCESS)
+                return None
+        else:
+            report = apply_each(queryset, lambda obj: apply(obj, data))
+            modeladmin.message_user(request, report.message(done), report.level)
+            return None  # the changelist redirects back to itself
 
     opts = modeladmin.model._meta
-    count = queryset.count()
     select_across = request.POST.get("select_across") == "1"
     context = {
         **modeladmin.admin_site.each_context(request),
@@ -125,3 +156,11 @@ def confirm_with_reason(
     }
     request.current_app = modeladmin.admin_site.name
     return TemplateResponse(request, TEMPLATE, context)
+
+
+def _add_service_error(form: forms.Form, error: ValidationError) -> None:
+    if hasattr(error, "error_dict"):
+        for field_name, errors in error.message_dict.items():
+            form.add_error(field_name if field_name in form.fields else None, errors)
+    else:
+        form.add_error(None, error.messages)

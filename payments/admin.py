@@ -10,18 +10,41 @@ from django.db.models import CharField, OuterRef, Subquery
 from django.db.models.functions import Cast
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html
 
 from backoffice.admin import ReadOnlyAdminMixin, job_admin_link, may_use_rq_dashboard, rq_job_link
-from backoffice.admin_actions import confirm_with_reason
+from backoffice.admin_actions import confirm_with_form, confirm_with_reason
 from backoffice.models import AuditEntry, Job
-from payments.admin_forms import PaymentAddForm, new_idempotency_key
-from payments.models import Merchant, Payment, PaymentAttempt, PaymentEvent
+from payments.admin_forms import (
+    DecisionForm,
+    PaymentAddForm,
+    RefundActionForm,
+    SettlementRequestForm,
+    new_idempotency_key,
+)
+from payments.models import (
+    Merchant,
+    Payment,
+    PaymentAttempt,
+    PaymentEvent,
+    Refund,
+    RefundEvent,
+    ResolutionRequest,
+)
+from payments.money import format_minor
 from payments.services import (
     payment_cancel,
     payment_create,
     payment_process_now,
     payment_retry,
     payment_summary,
+    refund_approve,
+    refund_reject,
+    refund_remaining_minor,
+    refund_request,
+    resolution_approve,
+    resolution_reject,
+    resolution_request,
 )
 
 
@@ -135,6 +158,35 @@ class AuditInline(ReadOnlyInline, GenericTabularInline):
         return super().get_queryset(request).select_related("actor")
 
 
+class RefundInline(ReadOnlyInline, admin.TabularInline):
+    model = Refund
+    fields = ["refund", "amount", "status", "requested_by", "approved_by", "rejected_by", "decision_note", "created_at"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("payment", "requested_by", "approved_by", "rejected_by")
+
+    @admin.display(description="refund")
+    def refund(self, refund: Refund) -> str:
+        url = reverse("admin:payments_refund_change", args=[refund.pk])
+        return format_html('<a href="{}">{}</a>', url, refund.public_id)
+
+    @admin.display(description="amount")
+    def amount(self, refund: Refund) -> str:
+        return refund.amount_display
+
+
+class ResolutionInline(ReadOnlyInline, admin.TabularInline):
+    model = ResolutionRequest
+    verbose_name_plural = "manual settlement requests"
+    fields = ["resolve_to", "status", "reason", "requested_by", "decided_by", "decision_note", "created_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("requested_by", "decided_by")
+
+
 # --- payments ------------------------------------------------------------------------------
 
 
@@ -168,14 +220,14 @@ class PaymentAdmin(admin.ModelAdmin):
         "attempts__gateway_reference",
     ]
     date_hierarchy = "created_at"
-    actions = ["process_now", "retry_failed", "cancel_pending"]
+    actions = ["process_now", "retry_failed", "cancel_pending", "refund", "request_settlement"]
     fieldsets = [
-        (None, {"fields": ["public_id", "merchant", "amount_display", "status", "needs_review"]}),
+        (None, {"fields": ["public_id", "merchant", "amount_display", "status", "refundable", "needs_review"]}),
         ("Order", {"fields": ["merchant_reference", "customer_email", "description", "payment_method"]}),
         ("Record", {"fields": ["idempotency_key", "created_by", "created_at", "updated_at"]}),
     ]
     readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
-    inlines = [AttemptInline, EventInline, JobInline, AuditInline]
+    inlines = [AttemptInline, EventInline, RefundInline, ResolutionInline, JobInline, AuditInline]
     add_fieldsets = [
         (None, {"fields": ["merchant", "amount", "currency", "payment_method"]}),
         ("Order", {"fields": ["merchant_reference", "customer_email", "description", "idempotency_key"]}),
@@ -199,6 +251,10 @@ class PaymentAdmin(admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount_minor")
     def amount_display(self, payment: Payment) -> str:
         return payment.amount_display
+
+    @admin.display(description="refundable remaining")
+    def refundable(self, payment: Payment) -> str:
+        return format_minor(refund_remaining_minor(payment), payment.currency)
 
     @admin.display(description="latest job", ordering="latest_job_status")
     def latest_job(self, payment: Payment) -> str:
@@ -305,4 +361,164 @@ class PaymentAdmin(admin.ModelAdmin):
             done="canceled",
             describe=payment_summary,
             apply=lambda payment, reason: payment_cancel(payment=payment, actor=request.user, reason=reason),
+        )
+
+    def has_refund_permission(self, request) -> bool:
+        return request.user.has_perm("payments.request_refund")
+
+    def has_settle_permission(self, request) -> bool:
+        return request.user.has_perm("payments.request_resolution")
+
+    @admin.action(description="Refund", permissions=["refund"])
+    def refund(self, request, queryset):
+        single = queryset.get() if queryset.count() == 1 else None
+
+        def apply(payment, data):
+            amount = data.get("amount") or refund_remaining_minor(payment)
+            return refund_request(
+                payment=payment, amount_minor=amount, reason=data["reason"], requested_by=request.user
+            )
+
+        return confirm_with_form(
+            self, request, queryset, verb="refund", done="refund requested", describe=payment_summary,
+            form_class=RefundActionForm, apply=apply,
+            form_kwargs={"payment": single, "remaining_minor": refund_remaining_minor(single) if single else None},
+        )
+
+    @admin.action(description="Ask for a manual settlement (unknown payments)", permissions=["settle"])
+    def request_settlement(self, request, queryset):
+        return confirm_with_form(
+            self, request, queryset, verb="settle by hand", done="sent for approval", describe=payment_summary,
+            form_class=SettlementRequestForm,
+            apply=lambda payment, data: resolution_request(
+                payment=payment, resolve_to=data["resolve_to"], reason=data["reason"], requested_by=request.user
+            ),
+        )
+
+
+# --- refunds and manual settlements: decided by a second person -------------------------------
+
+
+class AwaitingMyApprovalFilter(admin.SimpleListFilter):
+    title = "awaiting approval"
+    parameter_name = "awaiting"
+
+    def lookups(self, request, model_admin):
+        return [("me", "Awaiting my approval"), ("any", "Awaiting anyone's approval")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "any":
+            return queryset.filter(status="requested")
+        if self.value() == "me":
+            return queryset.filter(status="requested").exclude(requested_by=request.user)
+        return queryset
+
+
+class RefundEventInline(ReadOnlyInline, admin.TabularInline):
+    model = RefundEvent
+    verbose_name_plural = "history"
+    fields = ["created_at", "from_status", "to_status", "by", "reason"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("refund", "actor")
+
+    @admin.display(description="by")
+    def by(self, event: RefundEvent) -> str:
+        return str(event.actor) if event.actor_id else event.actor_label or "-"
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["public_id", "payment_link", "amount", "status", "needs_approval", "requested_by",
+                    "decided_by", "created_at"]
+    list_filter = [AwaitingMyApprovalFilter, "status", "needs_approval", "created_at"]
+    search_fields = ["public_id", "payment__public_id", "payment__merchant_reference", "gateway_reference"]
+    date_hierarchy = "created_at"
+    actions = ["approve", "reject"]
+    fields = ["public_id", "payment_link", "amount", "status", "reason", "needs_approval", "requested_by",
+              "approved_by", "rejected_by", "decision_note", "decided_at", "gateway_reference", "error_code",
+              "error_message", "completed_at", "created_at", "jobs"]
+    readonly_fields = fields
+    inlines = [RefundEventInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("payment", "requested_by", "approved_by", "rejected_by")
+
+    @admin.display(description="payment", ordering="payment__public_id")
+    def payment_link(self, refund: Refund) -> str:
+        url = reverse("admin:payments_payment_change", args=[refund.payment_id])
+        return format_html('<a href="{}">{}</a>', url, refund.payment.public_id)
+
+    @admin.display(description="amount", ordering="amount_minor")
+    def amount(self, refund: Refund) -> str:
+        return refund.amount_display
+
+    @admin.display(description="decided by")
+    def decided_by(self, refund: Refund) -> str:
+        return str(refund.approved_by or refund.rejected_by or "-")
+
+    @admin.display(description="jobs")
+    def jobs(self, refund: Refund) -> str:
+        jobs = Job.objects.filter(func="payments.jobs.refund_payment", kwargs__refund_id=refund.pk)
+        rows = [
+            format_html("{} {} ({}/{}) {}", job_admin_link(job), job.status, job.attempts, job.max_attempts,
+                        job.last_error[:200])
+            for job in jobs
+        ]
+        return format_html("<br>".join(["{}"] * len(rows)), *rows) if rows else "-"
+
+    def has_approve_permission(self, request) -> bool:
+        return request.user.has_perm("payments.approve_refund")
+
+    @admin.action(description="Approve refunds (as the second person)", permissions=["approve"])
+    def approve(self, request, queryset):
+        return confirm_with_form(
+            self, request, queryset, verb="approve", done="approved", form_class=DecisionForm,
+            describe=lambda refund: f"{refund.public_id} {refund.amount_display} for {refund.payment.public_id}",
+            apply=lambda refund, data: refund_approve(refund=refund, approver=request.user, note=data["note"]),
+        )
+
+    @admin.action(description="Reject refunds", permissions=["approve"])
+    def reject(self, request, queryset):
+        return confirm_with_form(
+            self, request, queryset, verb="reject", done="rejected", form_class=DecisionForm,
+            describe=lambda refund: f"{refund.public_id} {refund.amount_display} for {refund.payment.public_id}",
+            apply=lambda refund, data: refund_reject(refund=refund, approver=request.user, note=data["note"]),
+        )
+
+
+@admin.register(ResolutionRequest)
+class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["payment_link", "resolve_to", "status", "requested_by", "decided_by", "created_at"]
+    list_filter = [AwaitingMyApprovalFilter, "status", "resolve_to"]
+    search_fields = ["payment__public_id"]
+    actions = ["approve", "reject"]
+    fields = ["payment_link", "resolve_to", "status", "reason", "requested_by", "decided_by", "decision_note",
+              "created_at", "decided_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("payment", "requested_by", "decided_by")
+
+    @admin.display(description="payment")
+    def payment_link(self, request_: ResolutionRequest) -> str:
+        url = reverse("admin:payments_payment_change", args=[request_.payment_id])
+        return format_html('<a href="{}">{}</a>', url, request_.payment.public_id)
+
+    def has_approve_permission(self, request) -> bool:
+        return request.user.has_perm("payments.approve_resolution")
+
+    @admin.action(description="Approve settlements (as the second person)", permissions=["approve"])
+    def approve(self, request, queryset):
+        return confirm_with_form(
+            self, request, queryset, verb="approve", done="applied", form_class=DecisionForm,
+            apply=lambda item, data: resolution_approve(request=item, approver=request.user, note=data["note"]),
+        )
+
+    @admin.action(description="Reject settlements", permissions=["approve"])
+    def reject(self, request, queryset):
+        return confirm_with_form(
+            self, request, queryset, verb="reject", done="rejected", form_class=DecisionForm,
+            apply=lambda item, data: resolution_reject(request=item, approver=request.user, note=data["note"]),
         )

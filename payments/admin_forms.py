@@ -92,3 +92,52 @@ class PaymentAddForm(forms.Form):
             self.add_error(SERVICE_FIELDS.get(name), errors)
         if "idempotency_key" in error.error_dict:
             self.add_error(None, 'To create another payment, open a new "Add payment" form.')
+
+
+class RefundActionForm(forms.Form):
+    """The Refund action's confirmation: with one payment an amount (defaulting to what
+    remains refundable); with several, each is refunded by what remains of it."""
+
+    amount = forms.CharField(
+        max_length=32, required=False, help_text="In major units, e.g. 12.34. Empty: everything that remains."
+    )
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000, strip=True)
+
+    def __init__(self, *args, payment=None, remaining_minor: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.payment = payment
+        if payment is None:
+            del self.fields["amount"]
+        else:
+            from payments.money import format_minor
+
+            self.fields["amount"].label = f"Amount ({payment.currency})"
+            self.fields["amount"].help_text = (
+                f"Remaining refundable: {format_minor(remaining_minor or 0, payment.currency)}. Empty: all of it."
+            )
+            if not self.is_bound and remaining_minor:
+                self.initial["amount"] = format_minor(remaining_minor, payment.currency).split(" ")[0]
+
+    def clean_amount(self):
+        text = self.cleaned_data.get("amount", "").strip()
+        if not text:
+            return None
+        return parse_major_amount(text, self.payment.currency)
+
+
+class SettlementRequestForm(forms.Form):
+    resolve_to = forms.ChoiceField(
+        label="Settle as", choices=[("succeeded", "Succeeded: the customer was charged"),
+                                    ("failed", "Failed: nothing was taken")]
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000, strip=True,
+        help_text="What you checked at the processor. A second person must approve.",
+    )
+
+
+class DecisionForm(forms.Form):
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000, strip=True,
+        help_text="Recorded with your name; the requester sees it.",
+    )

@@ -1,9 +1,12 @@
 """Money: integer minor units plus an ISO 4217 code. Never floats."""
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from iso4217 import Currency
+
+AMOUNT_PATTERN = re.compile(r"^-?\d{1,15}(\.\d{1,15})?$")
 
 
 def currency_exponent(code: str) -> int:
@@ -27,12 +30,11 @@ def parse_major_amount(text: str, currency: str) -> int:
     """'12.34' EUR -> 1234; refuses letters, signs, and more decimals than the currency has."""
     exponent = currency_exponent(currency)
     cleaned = str(text).strip().replace(",", "").replace("_", "")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        raise ValidationError("Enter an amount such as 12.34.", code="invalid_amount") from None
-    if not value.is_finite():
+    # Plain digits with at most one point: no exponents ("1e999999" would overflow), no signs
+    # other than a leading minus (reported as not positive), no NaN or Infinity.
+    if not AMOUNT_PATTERN.match(cleaned):
         raise ValidationError("Enter an amount such as 12.34.", code="invalid_amount")
+    value = Decimal(cleaned)
     if value.as_tuple().exponent < -exponent:
         raise ValidationError(
             "%(currency)s has %(exponent)s decimal places; %(amount)s has more.",

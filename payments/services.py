@@ -16,6 +16,7 @@ from backoffice.models import Job, JobStatus
 from backoffice.services import audit_record, job_enqueue
 from payments.gateways import ChargeResult, GatewayOutcome, LookupResult, RefundResult
 from payments.models import (
+    Membership,
     Merchant,
     Payment,
     PaymentAttempt,
@@ -376,15 +377,22 @@ def refund_request(*, payment: Payment, amount_minor: int, reason: str, requeste
     requests can never together exceed the capture), create it; below the approval
     threshold approve it at once and queue the refund job."""
     _require_perm(requested_by, "payments.request_refund", "request refunds")
+    return _refund_create(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requested_by)
+
+
+def _refund_create(*, payment: Payment, amount_minor: int, reason: str, requested_by, audit_details=None) -> Refund:
+    """The checks and writes every refund request shares, once its requester is authorised."""
     reason = _require_reason(reason, "refund")
-    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
-        raise PaymentError({"amount_minor": ["The refund amount must be greater than zero."]}, code="amount")
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        raise PaymentError({"amount_minor": ["The refund amount must be a whole number of minor units."]})
     with transaction.atomic():
         payment = _locked(payment.pk)
         if payment.status == PaymentStatus.UNKNOWN:
             raise PaymentError("not refundable until its outcome is resolved (it is unknown)", code="wrong_status")
         if not payment.is_captured() or payment.status == PaymentStatus.REFUNDED:
             raise _refuse(payment, "refundable")
+        if amount_minor <= 0:
+            raise PaymentError({"amount_minor": ["The refund amount must be greater than zero."]}, code="amount")
         remaining = refund_remaining_minor(payment)
         if amount_minor > remaining:
             raise PaymentError(
@@ -401,7 +409,7 @@ def refund_request(*, payment: Payment, amount_minor: int, reason: str, requeste
         )
         _record_refund_event(refund, from_status="", actor=requested_by, reason=reason)
         audit_record(actor=requested_by, action="refund_request", target=payment, reason=reason,
-                     details={"refund": refund.public_id, "amount_minor": amount_minor})
+                     details={"refund": refund.public_id, "amount_minor": amount_minor, **(audit_details or {})})
         if not needs_approval:
             refund.decided_at = timezone.now()
             _refund_transition(refund, "approve", actor_label="system",
@@ -556,3 +564,20 @@ def resolution_reject(*, request: ResolutionRequest, approver, note: str) -> Res
         request.save()
         audit_record(actor=approver, action="resolution_reject", target=request.payment, reason=note)
     return request
+
+
+# --- the merchant portal ---------------------------------------------------------------------
+
+def refund_request_by_merchant(*, payment: Payment, amount_minor: int, reason: str, requested_by) -> Refund:
+    """A merchant's owner asks to refund one of the merchant's payments: the same locked checks
+    and approval threshold as staff requests (a large one waits for a staff approver)."""
+    allowed = (
+        getattr(requested_by, "pk", None) and requested_by.is_active and payment.merchant.is_active
+        and Membership.objects.filter(
+            user=requested_by, merchant_id=payment.merchant_id, role=Membership.Role.OWNER
+        ).exists()
+    )
+    if not allowed:
+        raise PaymentError("Only an owner of this merchant can request its refunds.", code="permission_denied")
+    return _refund_create(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requested_by,
+                          audit_details={"via": "merchant portal"})

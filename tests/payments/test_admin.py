@@ -286,8 +286,10 @@ def test_select_all_across_pages_acts_on_the_filtered_list(admin_client):
     assert not processing_jobs(pending).exists()
 
 
-def test_operator_sees_the_three_payment_actions(operator_client):
-    assert action_choices(operator_client.get(PAYMENTS_URL)) == {"process_now", "retry_failed", "cancel_pending"}
+def test_operator_sees_the_operator_payment_actions(operator_client):
+    assert action_choices(operator_client.get(PAYMENTS_URL)) == {
+        "process_now", "retry_failed", "cancel_pending", "request_settlement"
+    }
 
 
 @pytest.mark.parametrize("action", ["process_now", "retry_failed", "cancel_pending"])

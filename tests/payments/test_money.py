@@ -29,7 +29,8 @@ def test_major_amounts_parse_exactly_per_currency(text, currency, minor):
     [("12.345", "EUR", "too_many_decimals"), ("1.5", "JPY", "too_many_decimals"),
      ("0", "EUR", "amount_not_positive"), ("-5", "EUR", "amount_not_positive"),
      ("12a", "EUR", "invalid_amount"), ("NaN", "EUR", "invalid_amount"), ("", "EUR", "invalid_amount"),
-     ("Infinity", "EUR", "invalid_amount")],
+     ("Infinity", "EUR", "invalid_amount"), ("1e999999", "EUR", "invalid_amount"), ("1e2", "EUR", "invalid_amount"),
+     ("+5", "EUR", "invalid_amount"), ("1" * 16, "EUR", "invalid_amount")],
 )
 def test_bad_major_amounts_are_refused_with_a_reason(text, currency, code):
     with pytest.raises(ValidationError) as error:

@@ -1,0 +1,170 @@
+"""Refunds and manual settlements in the admin: every role against every action."""
+
+import pytest
+from django.contrib.admin import helpers
+
+from backoffice.models import AuditEntry
+from payments import services
+from payments.jobs import process_payment
+from payments.models import Refund, ResolutionRequest
+from payments.states import PaymentStatus, RefundStatus
+from tests.backoffice.test_admin import action_choices, logged_in, messages_of
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+PAYMENTS_URL = "/admin/payments/payment/"
+REFUNDS_URL = "/admin/payments/refund/"
+SETTLEMENTS_URL = "/admin/payments/resolutionrequest/"
+ROLES = ["Operators", "Finance", "Approvers", "Viewers"]
+
+
+@pytest.fixture
+def users(db):
+    return {role: UserFactory(username=f"{role.lower()}-user", roles=[role]) for role in ROLES} | {
+        "Approvers2": UserFactory(username="second-approver", roles=["Approvers"]),
+    }
+
+
+@pytest.fixture
+def captured(make_payment):
+    payment = make_payment(amount_minor=100_00)
+    process_payment(payment.pk)
+    payment.refresh_from_db()
+    return payment
+
+
+def post(client, url, action, objects, **data):
+    return client.post(
+        url, {"action": action, helpers.ACTION_CHECKBOX_NAME: [str(obj.pk) for obj in objects], **data}, follow=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("role", "offered"),
+    [("Operators", {"process_now", "retry_failed", "cancel_pending", "request_settlement"}),
+     ("Finance", {"refund"}), ("Approvers", set()), ("Viewers", set())],
+)
+def test_each_role_sees_only_its_payment_actions(users, role, offered, captured):
+    response = logged_in(users[role]).get(PAYMENTS_URL)
+    assert action_choices(response) == offered
+
+
+def test_refund_confirmation_defaults_to_the_remainder_and_refunds(users, captured):
+    client = logged_in(users["Finance"])
+    page = post(client, PAYMENTS_URL, "refund", [captured])
+    assert page.context["form"]["amount"].value() == "100.00"
+    assert "Remaining refundable: 100.00 EUR" in page.content.decode()
+    done = post(client, PAYMENTS_URL, "refund", [captured], post="yes", amount="30.00", reason="damaged parcel")
+    refund = Refund.objects.get()
+    assert (refund.amount_minor, refund.status, refund.requested_by) == (30_00, RefundStatus.APPROVED, users["Finance"])
+    assert any("1 refund requested" in message for message in messages_of(done))
+
+
+@pytest.mark.parametrize(
+    ("amount", "error"),
+    [("12.345", "decimal places"), ("abc", "Enter an amount"), ("0", "greater than zero"), ("-3", "greater than zero"),
+     ("100.01", "remains refundable")],
+)
+def test_bad_refund_amounts_show_in_the_page_and_write_nothing(users, captured, amount, error):
+    client = logged_in(users["Finance"])
+    page = post(client, PAYMENTS_URL, "refund", [captured], post="yes", amount=amount, reason="r")
+    assert page.status_code == 200 and error in page.content.decode()
+    assert page.context["form"]["amount"].value() == amount
+    assert not Refund.objects.exists() and not AuditEntry.objects.filter(action="refund_request").exists()
+
+
+def test_refund_needs_a_reason(users, captured):
+    page = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [captured], post="yes", amount="1", reason="")
+    assert "This field is required" in page.content.decode()
+    assert not Refund.objects.exists()
+
+
+def test_refund_on_several_payments_reports_refused_ones(users, captured, make_payment):
+    pending = make_payment()
+    done = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [captured, pending], post="yes", reason="recall")
+    assert any("1 refund requested, 1 skipped: not refundable" in message for message in messages_of(done))
+    assert Refund.objects.get().amount_minor == 100_00
+
+
+@pytest.mark.parametrize("role", ["Operators", "Approvers", "Viewers"])
+def test_forged_refund_posts_are_refused(users, captured, role):
+    post(logged_in(users[role]), PAYMENTS_URL, "refund", [captured], post="yes", amount="10", reason="forged")
+    assert not Refund.objects.exists()
+
+
+@pytest.fixture
+def big_refund(users, captured, settings):
+    settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
+    return services.refund_request(payment=captured, amount_minor=80_00, reason="big", requested_by=users["Finance"])
+
+
+def test_awaiting_my_approval_lists_what_others_asked(users, big_refund):
+    response = logged_in(users["Approvers"]).get(REFUNDS_URL + "?awaiting=me")
+    assert list(response.context["cl"].result_list) == [big_refund]
+    assert action_choices(response) == {"approve", "reject"}
+
+
+def test_approver_approves_and_the_refund_job_is_queued(users, big_refund):
+    done = post(logged_in(users["Approvers"]), REFUNDS_URL, "approve", [big_refund], post="yes", note="order checked")
+    big_refund.refresh_from_db()
+    assert big_refund.status == RefundStatus.APPROVED and big_refund.approved_by == users["Approvers"]
+    assert any("1 approved" in message for message in messages_of(done))
+    assert AuditEntry.objects.filter(action="refund_approve", actor=users["Approvers"]).exists()
+
+
+def test_the_requester_cannot_approve_their_own_refund(users, captured, settings):
+    settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
+    both = UserFactory(username="finance-and-approver", roles=["Finance", "Approvers"])
+    refund = services.refund_request(payment=captured, amount_minor=80_00, reason="big", requested_by=both)
+    page = post(logged_in(both), REFUNDS_URL, "approve", [refund], post="yes", note="me")
+    assert "second person" in page.content.decode()
+    refund.refresh_from_db()
+    assert refund.status == RefundStatus.REQUESTED
+
+
+@pytest.mark.parametrize("role", ["Operators", "Finance", "Viewers"])
+def test_others_cannot_approve_or_reject_even_by_forged_post(users, big_refund, role):
+    client = logged_in(users[role])
+    assert action_choices(client.get(REFUNDS_URL)) == set()
+    post(client, REFUNDS_URL, "approve", [big_refund], post="yes", note="forged")
+    post(client, REFUNDS_URL, "reject", [big_refund], post="yes", note="forged")
+    big_refund.refresh_from_db()
+    assert big_refund.status == RefundStatus.REQUESTED
+
+
+def test_reject_needs_a_note(users, big_refund):
+    page = post(logged_in(users["Approvers"]), REFUNDS_URL, "reject", [big_refund], post="yes", note="")
+    assert "This field is required" in page.content.decode()
+    post(logged_in(users["Approvers"]), REFUNDS_URL, "reject", [big_refund], post="yes", note="goods kept")
+    big_refund.refresh_from_db()
+    assert big_refund.status == RefundStatus.REJECTED and big_refund.decision_note == "goods kept"
+
+
+def test_payment_page_shows_refunds_remaining_and_audit(admin_client, users, big_refund):
+    from django.urls import reverse
+
+    page = admin_client.get(reverse("admin:payments_payment_change", args=[big_refund.payment_id])).content.decode()
+    assert big_refund.public_id in page and "20.00 EUR" in page and "refund_request" in page
+
+
+def test_refund_page_shows_events_and_jobs(admin_client, users, big_refund):
+    from django.urls import reverse
+
+    services.refund_approve(refund=big_refund, approver=users["Approvers"], note="ok")
+    page = admin_client.get(reverse("admin:payments_refund_change", args=[big_refund.pk])).content.decode()
+    assert "requested" in page and "approved" in page and "pending" in page  # the queued job
+
+
+def test_manual_settlement_through_the_admin(users, make_payment):
+    payment = make_payment(payment_method="tok_error")
+    process_payment(payment.pk)
+    post(logged_in(users["Operators"]), PAYMENTS_URL, "request_settlement", [payment], post="yes",
+         resolve_to="failed", reason="processor shows no charge")
+    request = ResolutionRequest.objects.get()
+    post(logged_in(users["Operators"]), SETTLEMENTS_URL, "approve", [request], post="yes", note="forged")
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.UNKNOWN
+    post(logged_in(users["Approvers"]), SETTLEMENTS_URL, "approve", [request], post="yes", note="confirmed")
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.FAILED
