@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.test import override_settings
 from django.utils import timezone
 
 from backoffice.models import Job, JobStatus
@@ -69,6 +70,16 @@ class Command(BaseCommand):
                 status=JobStatus.RUNNING, attempts=1, started_at=timezone.now() - timedelta(minutes=5),
                 heartbeat_at=timezone.now() - timedelta(minutes=5), worker_name="demo-host:4242",
             )
+        finance = get_user_model().objects.get(username="finance")
+        succeeded = list(Payment.objects.filter(status="succeeded").order_by("pk")[:18])
+        for payment in succeeded[:10]:  # partially refunded
+            self._refund(payment, payment.amount_minor // 3, finance, "one item returned")
+        for payment in succeeded[10:15]:  # fully refunded
+            self._refund(payment, payment.amount_minor, finance, "order canceled after capture")
+        with override_settings(PAYMENTS_REFUND_APPROVAL_THRESHOLD={"default": "0.001"}):
+            for payment in succeeded[15:18]:  # waiting for an approver
+                services.refund_request(payment=payment, amount_minor=payment.amount_minor,
+                                        reason="customer dispute", requested_by=finance)
         total = Payment.objects.count()
         self.stdout.write(self.style.SUCCESS(f"Seeded {len(merchants)} merchants and {total} payments."))
         self.stdout.write("Logins (printed once; keep them):")
@@ -92,6 +103,12 @@ class Command(BaseCommand):
             user.groups.add(Group.objects.get(name=group))
             logins.append((username, password, group))
         return logins
+
+    def _refund(self, payment, amount_minor, finance, reason):
+        with override_settings(PAYMENTS_REFUND_APPROVAL_THRESHOLD={"default": "1000000000"}):
+            services.refund_request(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=finance)
+        for job in Job.objects.filter(func=services.REFUND_JOB, status=JobStatus.PENDING):
+            run_job(str(job.pk))
 
     def _new_payment(self, rng, merchants, currencies, token) -> Payment:
         merchant = rng.choice(merchants)
