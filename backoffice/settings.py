@@ -13,7 +13,26 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = BASE_DIR / ".run"
 
-env = environ.Env()
+
+
+class StrictEnv(environ.Env):
+    """django-environ, but a value that does not parse names its variable and value."""
+
+    BOOLEAN_WORDS = frozenset({"true", "false", "1", "0", "yes", "no", "on", "off"})
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        raw = self.ENVIRON.get(var)
+        if cast is bool and raw is not None and raw.strip().lower() not in self.BOOLEAN_WORDS:
+            raise ImproperlyConfigured(f"Environment variable {var}={raw!r} is not valid (expected true or false).")
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except (ValueError, TypeError) as error:
+            raise ImproperlyConfigured(
+                f"Environment variable {var}={self.ENVIRON.get(var)!r} is not valid ({error})."
+            ) from None
+
+
+env = StrictEnv()
 if (BASE_DIR / ".env").is_file():
     env.read_env(BASE_DIR / ".env")
 
@@ -85,6 +104,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 EMBEDDED_REDIS_SOCKET = RUN_DIR / "redis.sock"
 REDIS_URL = env.str("REDIS_URL", default="") or f"unix://{EMBEDDED_REDIS_SOCKET}?db=0"
 REDIS_IS_EMBEDDED = not env.str("REDIS_URL", default="")
+# Shared by every web process, so the merchant portal's login throttle counts across all of them.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
 JOB_TIMEOUT_SECONDS = env.int("PAYDESK_JOB_TIMEOUT_SECONDS", default=300)
 RQ_QUEUES = {
@@ -125,6 +146,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+for _name in ("JOBS_HEARTBEAT_SECONDS", "JOBS_STALE_AFTER_SECONDS", "JOBS_SWEEP_INTERVAL_SECONDS",
+              "JOBS_DEFAULT_MAX_ATTEMPTS", "JOB_TIMEOUT_SECONDS"):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")
+if JOBS_STALE_AFTER_SECONDS <= JOBS_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("JOBS_STALE_AFTER_SECONDS must be longer than JOBS_HEARTBEAT_SECONDS.")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")

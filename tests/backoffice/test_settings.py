@@ -1,0 +1,47 @@
+"""Settings come from the environment; production settings pass `check --deploy`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "JOBS_", "PAYMENTS_"))}
+    base["DJANGO_SETTINGS_MODULE"] = "backoffice.settings"
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_production_settings_pass_check_deploy_with_no_warnings():
+    result = manage(
+        "check", "--deploy", "--fail-level", "WARNING",
+        DJANGO_SECRET_KEY="a-production-secret-key-that-is-long-and-random-7f3k2j9x8c7v6b5n4m",
+        DJANGO_ALLOWED_HOSTS="paydesk.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_a_secret_key_is_required_when_debug_is_off():
+    result = manage("check", DJANGO_DEBUG="false")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [("JOBS_HEARTBEAT_SECONDS", "often", "JOBS_HEARTBEAT_SECONDS='often' is not valid"),
+     ("JOBS_DEFAULT_MAX_ATTEMPTS", "0", "JOBS_DEFAULT_MAX_ATTEMPTS must be greater than zero"),
+     ("JOBS_STALE_AFTER_SECONDS", "5", "must be longer than JOBS_HEARTBEAT_SECONDS"),
+     ("DJANGO_DEBUG", "perhaps", "DJANGO_DEBUG='perhaps' is not valid")],
+)
+def test_bad_setting_values_fail_clearly(variable, value, message):
+    result = manage("check", **{"DJANGO_DEBUG": "true", variable: value})
+    assert result.returncode != 0
+    assert message in result.stderr
