@@ -144,7 +144,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return confirm_with_reason(
             self, request, queryset, verb="disable", done="disabled",
             apply=lambda endpoint, reason: webhook_endpoint_disable(
-                endpoint=endpoint, actor=request.user, reason=f"our staff disabled it: {reason}"
+                endpoint=endpoint, actor=request.user, reason=reason
             ),
         )
 

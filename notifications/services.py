@@ -104,29 +104,33 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor, reason: str = "
     return endpoint
 
 
-def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, reason: str, actor=None) -> WebhookEndpoint:
-    """Disable an endpoint: its pending notifications stop (status `disabled`) and the merchant
-    is told by e-mail, all in one transaction."""
+def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor, reason: str = "") -> WebhookEndpoint:
+    """Disable an endpoint by hand: its pending notifications stop (status `disabled`) and the
+    merchant is told by e-mail, all in one transaction. The staff's reason goes to the audit
+    trail only; the merchant reads that our staff disabled it."""
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().select_related("merchant").get(pk=endpoint.pk)
         if not endpoint.enabled:
             raise NotificationError("already disabled", code="already_disabled")
-        _endpoint_disable(endpoint, reason=reason, actor=actor)
+        _endpoint_disable(endpoint, disabled_reason="Paydesk staff disabled it", audit_reason=reason, actor=actor)
     return endpoint
 
 
-def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: str, actor=None, gone: bool = False) -> None:
-    """On a locked, enabled endpoint."""
+def _endpoint_disable(
+    endpoint: WebhookEndpoint, *, disabled_reason: str, audit_reason: str, actor=None, gone: bool = False
+) -> None:
+    """On a locked, enabled endpoint. `disabled_reason` is shown to the merchant."""
     now = timezone.now()
-    endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = False, reason[:255], now
+    endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = False, disabled_reason[:255], now
     endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at", "updated_at"])
     stopped = Notification.objects.filter(endpoint=endpoint, status=NotificationStatus.PENDING).update(
-        status=NotificationStatus.DISABLED, next_attempt_at=None, last_error=f"endpoint disabled: {reason}"[:2000],
+        status=NotificationStatus.DISABLED, next_attempt_at=None,
+        last_error=f"endpoint disabled: {disabled_reason}"[:2000],
         updated_at=now,
     )
     audit_record(
-        actor=actor, action="webhook_endpoint_disable", target=endpoint, reason=reason,
-        details={"pending_notifications_stopped": stopped},
+        actor=actor, action="webhook_endpoint_disable", target=endpoint, reason=audit_reason,
+        details={"disabled_reason": disabled_reason, "pending_notifications_stopped": stopped},
     )
     notifications_create_for_event(
         merchant=endpoint.merchant,
@@ -134,7 +138,7 @@ def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: str, actor=None, gon
         data={
             "object": "webhook_endpoint",
             "url": endpoint.url,
-            "reason": reason,
+            "reason": disabled_reason,
             "disabled_at": now.isoformat().replace("+00:00", "Z"),
             "pending_notifications_stopped": stopped,
             "gone": gone,
@@ -384,7 +388,8 @@ def notification_delivery_finish(*, attempt_id: int, outcome: DeliveryOutcome) -
             notification.status, notification.last_error = NotificationStatus.DISABLED, outcome.error
             notification.save(update_fields=["status", "last_error", "updated_at"])
             if endpoint.enabled:
-                _endpoint_disable(endpoint, reason=f"it answered 410 Gone to {notification.event_id}", gone=True)
+                gone = f"it answered 410 Gone to {notification.event_id}"
+                _endpoint_disable(endpoint, disabled_reason=gone, audit_reason=gone, gone=True)
         else:
             _after_failed_try(notification, attempt)
         logger.info(

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Permission
+from django.core import mail
 from django.urls import reverse
 
 from backoffice.models import AuditEntry
@@ -125,6 +126,24 @@ def test_reenable_checks_the_url_again_and_skips_enabled_endpoints(operator_clie
     response = confirm_action(operator_client, ENDPOINTS_URL, "reenable", [gone], reason="again")
     assert "private address" in response.content.decode()  # back on the confirmation form
     assert not WebhookEndpoint.objects.get(pk=gone.pk).enabled
+
+
+def test_disable_stops_pending_notifications_and_tells_the_merchant_without_the_internal_reason(
+    operator_client, public_endpoint, operator, merchant
+):
+    queued = webhook_test_send(endpoint=public_endpoint, actor=operator)
+    response = confirm_action(
+        operator_client, ENDPOINTS_URL, "disable", [public_endpoint], reason="merchant under fraud review"
+    )
+    assert messages_of(response) == ["1 disabled"]
+    endpoint = WebhookEndpoint.objects.get()
+    assert not endpoint.enabled and endpoint.disabled_reason == "Paydesk staff disabled it"
+    assert Notification.objects.get(pk=queued.pk).status == NotificationStatus.DISABLED
+    assert AuditEntry.objects.get(action="webhook_endpoint_disable").reason == "merchant under fraud review"
+    run_due_deliveries()
+    (message,) = mail.outbox
+    assert message.to == [merchant.contact_email] and "Paydesk staff disabled it" in message.body
+    assert "fraud" not in message.body + message.alternatives[0][0]
 
 
 def test_only_staff_allowed_to_see_secrets_see_them(operator_client, viewer_client, public_endpoint):
