@@ -1,0 +1,279 @@
+"""Views of the merchant portal. Each goes through `merchant_view` and reads only the current
+merchant's rows; writes go through payments.services with a form's cleaned data."""
+
+import csv
+import logging
+from datetime import UTC
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.core.cache import cache
+from django.core.paginator import Paginator
+from django.forms.forms import NON_FIELD_ERRORS
+from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from redis.exceptions import RedisError
+
+from payments.forms import (
+    MerchantLoginForm,
+    MerchantPasswordResetForm,
+    MerchantSwitchForm,
+    PaymentFilterForm,
+    PortalPaymentForm,
+    RefundForm,
+    minor_to_major_text,
+)
+from payments.money import format_minor
+from payments.portal.access import SESSION_MERCHANT_KEY, merchant_payment_or_404, merchant_payments, merchant_view
+from payments.portal.reports import (
+    MOVING_PAYMENT_STATUSES,
+    attempt_for_merchant,
+    dashboard_periods,
+    is_moving,
+    member_user_ids,
+    payment_status_token,
+    payment_timeline,
+    payments_needing_attention,
+    refunds_for_merchant,
+)
+from payments.portal.sections import contributed_attention, contributed_payment_sections
+from payments.services import PaymentError, payment_create, refund_remaining_minor, refund_request_by_merchant
+from payments.states import PaymentStatus
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 25
+STATUS_POLL_MAX_IDS = 100
+REFUND_SUBMISSION_SECONDS = 24 * 3600
+
+
+# --- logging in and out -----------------------------------------------------------------------
+
+
+class MerchantLoginView(auth_views.LoginView):
+    form_class = MerchantLoginForm
+    template_name = "merchant/login.html"
+    redirect_authenticated_user = False  # a staff session without a membership must see the form, not a loop
+    next_page = reverse_lazy("merchant:dashboard")
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.has_error(NON_FIELD_ERRORS, "throttled"):
+            response.status_code = 429
+        return response
+
+
+class MerchantLogoutView(auth_views.LogoutView):
+    next_page = reverse_lazy("merchant:login")
+
+
+class MerchantPasswordResetView(auth_views.PasswordResetView):
+    form_class = MerchantPasswordResetForm
+    template_name = "merchant/password_reset_form.html"
+    email_template_name = "merchant/password_reset_email.txt"
+    subject_template_name = "merchant/password_reset_subject.txt"
+    success_url = reverse_lazy("merchant:password_reset_done")
+
+
+class MerchantPasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "merchant/password_reset_confirm.html"
+    success_url = reverse_lazy("merchant:password_reset_complete")
+
+
+@require_POST
+@merchant_view
+def switch_merchant(request):
+    form = MerchantSwitchForm(request.POST)
+    chosen = form.cleaned_data["merchant"] if form.is_valid() else None
+    if chosen not in {m.merchant_id for m in request.memberships}:
+        raise Http404("No such merchant.")
+    request.session[SESSION_MERCHANT_KEY] = chosen
+    return redirect("merchant:dashboard")
+
+
+# --- dashboard and payments -------------------------------------------------------------------
+
+
+@require_GET
+@merchant_view
+def dashboard(request):
+    merchant = request.merchant
+    attention = payments_needing_attention(merchant) + contributed_attention(
+        merchant=merchant, membership=request.membership
+    )
+    return render(request, "merchant/dashboard.html", {
+        "periods": dashboard_periods(merchant),
+        "attention": attention,
+        "latest_payments": merchant_payments(request)[:10],
+        "moving_statuses": MOVING_PAYMENT_STATUSES,
+    })
+
+
+def _filter_form(request) -> PaymentFilterForm:
+    currencies = list(merchant_payments(request).order_by("currency").values_list("currency", flat=True).distinct())
+    return PaymentFilterForm(request.GET, currencies=currencies)
+
+
+@require_GET
+@merchant_view
+def payment_list(request):
+    filters = _filter_form(request)
+    payments = filters.apply(merchant_payments(request))
+    page = Paginator(payments, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "merchant/payment_list.html", {
+        "filters": filters,
+        "page": page,
+        "query": query.urlencode(),
+        "moving_statuses": MOVING_PAYMENT_STATUSES,
+    })
+
+
+CSV_HEADER = ["payment", "created_at", "status", "amount", "currency", "amount_minor", "reference",
+              "customer_email", "description"]
+
+
+def _csv_cell(value) -> str:
+    # A spreadsheet runs cells starting with these as formulas: references and e-mails come
+    # from customers, so neutralise them (OWASP "CSV injection").
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+@require_GET
+@merchant_view
+def payment_csv(request):
+    payments = _filter_form(request).apply(merchant_payments(request))
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(CSV_HEADER)
+        for payment in payments.iterator(chunk_size=500):
+            yield writer.writerow([_csv_cell(value) for value in (
+                payment.public_id, payment.created_at.astimezone(UTC).isoformat(), payment.status,
+                minor_to_major_text(payment.amount_minor, payment.currency), payment.currency, payment.amount_minor,
+                payment.merchant_reference, payment.customer_email, payment.description,
+            )])
+
+    filename = f"payments-{request.merchant.slug}-{timezone.localdate().isoformat()}.csv"
+    return StreamingHttpResponse(
+        rows(), content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@require_GET
+@merchant_view
+def payment_statuses(request):
+    """Polled by payments/static/payments/portal.js for payments still moving. Ids of other
+    merchants' payments are simply absent from the answer."""
+    public_ids = request.GET.getlist("id")[:STATUS_POLL_MAX_IDS]
+    answer = {}
+    for payment in merchant_payments(request).filter(public_id__in=public_ids).prefetch_related("refunds"):
+        answer[payment.public_id] = {
+            "status": payment.status,
+            "label": payment.get_status_display(),
+            "token": payment_status_token(payment),
+            "moving": is_moving(payment),
+        }
+    return JsonResponse({"payments": answer})
+
+
+@require_GET
+@merchant_view
+def payment_detail(request, public_id: str):
+    payment = merchant_payment_or_404(request, public_id)
+    member_ids = member_user_ids(request.merchant)
+    remaining = refund_remaining_minor(payment)
+    return render(request, "merchant/payment_detail.html", {
+        "payment": payment,
+        "timeline": payment_timeline(payment, member_ids),
+        "attempts": [attempt_for_merchant(attempt) for attempt in payment.attempts.order_by("number")],
+        "refunds": refunds_for_merchant(payment, member_ids),
+        "refund_remaining": format_minor(remaining, payment.currency) if payment.is_captured() else "",
+        "can_refund": request.membership.is_owner and remaining > 0 and payment.status != PaymentStatus.UNKNOWN,
+        "moving": is_moving(payment),
+        "status_token": payment_status_token(payment),
+        "sections": contributed_payment_sections(request, payment=payment),
+    })
+
+
+@require_http_methods(["GET", "POST"])
+@merchant_view
+def payment_new(request):
+    if request.method == "POST":
+        form = PortalPaymentForm(request.POST, merchant=request.merchant)
+        if form.is_valid():
+            try:
+                payment = payment_create(**form.payment_create_kwargs(), actor=request.user)
+            except PaymentError as error:
+                form.add_service_error(error)
+            else:
+                return HttpResponseRedirect(reverse("merchant:payment", args=[payment.public_id]))
+    else:
+        form = PortalPaymentForm(merchant=request.merchant)
+    return render(request, "merchant/payment_new.html", {"form": form})
+
+
+# --- refunds ------------------------------------------------------------------------------------
+
+
+def _first_submission(nonce: str) -> bool:
+    """True once per refund form: a second post of the same form (double click, back and
+    resubmit) finds its token used."""
+    try:
+        return cache.add(f"merchant-refund-submission:{nonce}", 1, timeout=REFUND_SUBMISSION_SECONDS)
+    except (RedisError, OSError):
+        # Without the cache a double submit is still bounded by the refundable remainder.
+        logger.exception("refund double-submit guard unavailable: cache unreachable")
+        return True
+
+
+@require_http_methods(["GET", "POST"])
+@merchant_view(owner_only=True)
+def refund_new(request, public_id: str):
+    payment = merchant_payment_or_404(request, public_id)
+    remaining = refund_remaining_minor(payment)
+    refundable = remaining > 0 and payment.status != PaymentStatus.UNKNOWN
+    form = None
+    if refundable:
+        data = request.POST if request.method == "POST" else None
+        form = RefundForm(data, payment=payment, user=request.user, remaining_minor=remaining)
+    if request.method == "POST" and form is not None:
+        if not form.is_valid():
+            if "submission_token" in form.errors:
+                form.renew_submission_token()
+        elif not _first_submission(form.cleaned_data["submission_token"]):
+            messages.info(request, "That refund form was already submitted; its refund is listed below.")
+            return redirect("merchant:payment", public_id=payment.public_id)
+        else:
+            try:
+                refund = refund_request_by_merchant(
+                    payment=payment, amount_minor=form.cleaned_data["amount"], reason=form.cleaned_data["reason"],
+                    requested_by=request.user,
+                )
+            except PaymentError as error:
+                form.add_service_error(error)
+                form.renew_submission_token()
+            else:
+                if refund.needs_approval:
+                    messages.success(request, f"Refund of {refund.amount_display} requested: "
+                                              "Paydesk approves refunds of this size before they are sent.")
+                else:
+                    messages.success(request, f"Refund of {refund.amount_display} approved and on its way.")
+                return redirect("merchant:payment", public_id=payment.public_id)
+    return render(request, "merchant/refund_new.html", {
+        "payment": payment,
+        "form": form,
+        "remaining": format_minor(remaining, payment.currency),
+    })
+

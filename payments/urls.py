@@ -1,0 +1,33 @@
+"""The merchant portal, included at /merchant/ (namespace "merchant")."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from payments.portal import views
+
+app_name = "merchant"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", views.MerchantLoginView.as_view(), name="login"),
+    path("logout/", views.MerchantLogoutView.as_view(), name="logout"),
+    path("password-reset/", views.MerchantPasswordResetView.as_view(), name="password_reset"),
+    path(
+        "password-reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(template_name="merchant/password_reset_done.html"),
+        name="password_reset_done",
+    ),
+    path("reset/<uidb64>/<token>/", views.MerchantPasswordResetConfirmView.as_view(), name="password_reset_confirm"),
+    path(
+        "reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(template_name="merchant/password_reset_complete.html"),
+        name="password_reset_complete",
+    ),
+    path("switch/", views.switch_merchant, name="switch"),
+    path("payments/", views.payment_list, name="payments"),
+    path("payments/export.csv", views.payment_csv, name="payments_csv"),
+    path("payments/status/", views.payment_statuses, name="payment_statuses"),
+    path("payments/new/", views.payment_new, name="payment_new"),
+    path("payments/<str:public_id>/", views.payment_detail, name="payment"),
+    path("payments/<str:public_id>/refund/", views.refund_new, name="refund_new"),
+]
