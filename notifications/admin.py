@@ -24,12 +24,13 @@ from payments.admin import JobInline, PaymentAdmin
 
 
 def _attempts_summary(notification: Notification) -> str:
-    """'3 tries: 500, timed out, 200' from prefetched attempts."""
+    """'3 tries: 500, error, 200' (or 'sent' for an e-mail) from prefetched attempts."""
     attempts = list(notification.attempts.all())
     if not attempts:
         return "-"
     outcomes = [
-        str(attempt.http_status) if attempt.http_status else ("in flight" if attempt.succeeded is None else "error")
+        str(attempt.http_status) if attempt.http_status
+        else {None: "in flight", True: "sent", False: "error"}[attempt.succeeded]
         for attempt in attempts
     ]
     return f"{len(attempts)} {'try' if len(attempts) == 1 else 'tries'}: {', '.join(outcomes)}"
@@ -49,6 +50,7 @@ class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
         fields = ["merchant", "url", "description", "event_types"]
+        widgets = {"url": forms.TextInput(attrs={"size": 80})}
 
 
 @admin.register(WebhookEndpoint)

@@ -215,7 +215,7 @@ def test_payment_page_shows_its_notifications_and_their_tries(
     assert page.status_code == 200
     inline = next(f for f in page.context["inline_admin_formsets"] if f.opts.model is Notification)
     assert {form.original.channel for form in inline} == {Channel.WEBHOOK, Channel.EMAIL}
-    assert "1 try: 503" in html
+    assert "1 try: 503" in html and "1 try: sent" in html  # the webhook and the e-mail
     for notification in Notification.objects.filter(payment=payment):
         assert reverse("admin:notifications_notification_change", args=[notification.pk]) in html
 
