@@ -23,6 +23,7 @@ from payments.admin_forms import (
     new_idempotency_key,
 )
 from payments.models import (
+    Membership,
     Merchant,
     Payment,
     PaymentAttempt,
@@ -522,3 +523,14 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             self, request, queryset, verb="reject", done="rejected", form_class=DecisionForm,
             apply=lambda item, data: resolution_reject(request=item, approver=request.user, note=data["note"]),
         )
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    """Who may use the merchant portal for which merchant; staff accounts need one like anybody."""
+
+    list_display = ["user", "merchant", "role", "created_at"]
+    list_filter = ["role", "merchant__is_active"]
+    search_fields = ["user__username", "user__email", "merchant__name", "merchant__slug"]
+    autocomplete_fields = ["user", "merchant"]
+    list_select_related = ["user", "merchant"]

@@ -176,3 +176,9 @@ def test_switcher_refuses_a_merchant_that_is_not_yours(owner_client, other_merch
 
 def test_single_membership_shows_no_switcher(owner_client):
     assert b"merchant-switch" not in owner_client.get(url("dashboard")).content
+
+
+def test_memberships_are_managed_in_the_admin(admin_client, owner):
+    response = admin_client.get("/admin/payments/membership/")
+    assert response.status_code == 200 and b"olga-owner" in response.content
+    assert admin_client.get("/admin/payments/membership/add/").status_code == 200
