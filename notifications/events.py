@@ -8,7 +8,7 @@ from datetime import datetime
 
 from django.db.models import TextChoices
 
-from payments.states import PaymentStatus
+from payments.states import PaymentStatus, RefundStatus
 
 EVENT_ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -19,7 +19,6 @@ class EventType(TextChoices):
     PAYMENT_CANCELED = "payment.canceled", "Payment canceled"
     PAYMENT_PARTIALLY_REFUNDED = "payment.partially_refunded", "Payment partially refunded"
     PAYMENT_REFUNDED = "payment.refunded", "Payment refunded"
-    # Raised by the refunds feature once its signal is hooked up (see receivers.py).
     REFUND_SUCCEEDED = "refund.succeeded", "Refund succeeded"
     REFUND_FAILED = "refund.failed", "Refund failed"
     WEBHOOK_TEST = "webhook.test", "Test webhook"
@@ -34,6 +33,12 @@ PAYMENT_STATUS_EVENTS: dict[str, str] = {
     PaymentStatus.CANCELED: EventType.PAYMENT_CANCELED,
     PaymentStatus.PARTIALLY_REFUNDED: EventType.PAYMENT_PARTIALLY_REFUNDED,
     PaymentStatus.REFUNDED: EventType.PAYMENT_REFUNDED,
+}
+
+# Refund status -> event. Requested, approved, processing are internal.
+REFUND_STATUS_EVENTS: dict[str, str] = {
+    RefundStatus.SUCCEEDED: EventType.REFUND_SUCCEEDED,
+    RefundStatus.FAILED: EventType.REFUND_FAILED,
 }
 
 # Events a merchant subscribes endpoints to (test sends go regardless).
@@ -54,11 +59,11 @@ EMAILED_EVENTS = frozenset(
         EventType.PAYMENT_FAILED,
         EventType.PAYMENT_PARTIALLY_REFUNDED,
         EventType.PAYMENT_REFUNDED,
-        EventType.REFUND_SUCCEEDED,
-        EventType.REFUND_FAILED,
         EventType.WEBHOOK_ENDPOINT_DISABLED,
     }
 )
+# Refund events go to webhooks only: the payment's own refunded / partially refunded e-mail
+# already tells the merchant, once.
 
 
 def new_event_id() -> str:
@@ -81,6 +86,20 @@ def payment_public_fields(payment) -> dict:
         "merchant_reference": payment.merchant_reference,
         "description": payment.description,
         "created_at": _iso(payment.created_at),
+    }
+
+
+def refund_public_fields(refund) -> dict:
+    """A refund as merchants see it: its payment's public id, never staff names or notes."""
+    return {
+        "object": "refund",
+        "id": refund.public_id,
+        "payment": refund.payment.public_id,
+        "status": refund.status,
+        "amount_minor": refund.amount_minor,
+        "currency": refund.payment.currency,
+        "failure_code": refund.error_code,
+        "created_at": _iso(refund.created_at),
     }
 
 

@@ -8,7 +8,7 @@ from django.db import models
 from notifications.events import SUBSCRIBABLE_EVENTS, EventType
 from notifications.signing import new_signing_secret
 from notifications.transport import validate_webhook_url
-from payments.models import Merchant, Payment, PaymentEvent
+from payments.models import Merchant, Payment, PaymentEvent, Refund
 
 
 class WebhookEndpoint(models.Model):
@@ -104,6 +104,9 @@ class Notification(models.Model):
     payment_event = models.ForeignKey(
         PaymentEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
         help_text="The status change that raised it.",
+    )
+    refund = models.ForeignKey(
+        Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"
     )
     channel = models.CharField(max_length=10, choices=Channel.choices)
     endpoint = models.ForeignKey(

@@ -1,15 +1,15 @@
 """Receivers of the payments app's domain signals. Each runs inside the transaction of the
 status change, so a notification and its delivery job exist exactly when the change commits.
-
-Refunds: when `payments.signals.refund_status_changed` lands, add a receiver that maps the
-refund's status to refund.succeeded / refund.failed, builds the refund's public fields and
-calls `notifications_create_for_event` (with a `refund` link on Notification, which needs a
-field and a migration here), then add one line to HOOKS.
 """
 
-from notifications.events import PAYMENT_STATUS_EVENTS, payment_public_fields
+from notifications.events import (
+    PAYMENT_STATUS_EVENTS,
+    REFUND_STATUS_EVENTS,
+    payment_public_fields,
+    refund_public_fields,
+)
 from notifications.services import notifications_create_for_event
-from payments.signals import payment_status_changed
+from payments.signals import payment_status_changed, refund_status_changed
 
 
 def payment_status_changed_notify(sender, *, payment, event, from_status, to_status, **kwargs) -> None:
@@ -25,9 +25,23 @@ def payment_status_changed_notify(sender, *, payment, event, from_status, to_sta
     )
 
 
+def refund_status_changed_notify(sender, *, refund, event, from_status, to_status, **kwargs) -> None:
+    event_type = REFUND_STATUS_EVENTS.get(to_status)
+    if event_type is None:
+        return
+    notifications_create_for_event(
+        merchant=refund.payment.merchant,
+        event_type=event_type,
+        data=refund_public_fields(refund),
+        payment=refund.payment,
+        refund=refund,
+    )
+
+
 # (signal, receiver, dispatch_uid): one line per hooked domain signal.
 HOOKS = [
     (payment_status_changed, payment_status_changed_notify, "notifications.payment_status_changed"),
+    (refund_status_changed, refund_status_changed_notify, "notifications.refund_status_changed"),
 ]
 
 

@@ -20,7 +20,7 @@ from notifications.events import EMAILED_EVENTS, EventType, event_body, new_even
 from notifications.models import Channel, DeliveryAttempt, Notification, NotificationStatus, WebhookEndpoint
 from notifications.signing import new_signing_secret, signature_headers
 from notifications.transport import RESPONSE_EXCERPT_BYTES, webhook_post_rollback_unsafe, webhook_url_check
-from payments.models import Merchant, Payment, PaymentEvent
+from payments.models import Merchant, Payment, PaymentEvent, Refund
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,7 @@ def notifications_create_for_event(
     data: dict,
     payment: Payment | None = None,
     payment_event: PaymentEvent | None = None,
+    refund: Refund | None = None,
 ) -> list[Notification]:
     """In the caller's transaction: one Notification (and its delivery Job) per enabled
     endpoint of the merchant that wants this event, plus an e-mail to the merchant's contact
@@ -206,7 +207,7 @@ def notifications_create_for_event(
     body = event_body(event_id=event_id, event_type=event_type, created_at=now, data=data)
     common = {
         "event_id": event_id, "event_type": event_type, "merchant": merchant, "body": body,
-        "payment": payment, "payment_event": payment_event,
+        "payment": payment, "payment_event": payment_event, "refund": refund,
     }
     created = [
         _notification_create(channel=Channel.WEBHOOK, endpoint=endpoint, destination=endpoint.url, **common)
@@ -235,7 +236,8 @@ def notification_resend(*, notification: Notification, actor, reason: str = "") 
             destination = endpoint.url
         resend = _notification_create(
             event_id=original.event_id, event_type=original.event_type, merchant=original.merchant,
-            payment_id=original.payment_id, payment_event_id=original.payment_event_id, body=original.body,
+            payment_id=original.payment_id, payment_event_id=original.payment_event_id,
+            refund_id=original.refund_id, body=original.body,
             channel=original.channel, endpoint_id=original.endpoint_id, destination=destination,
             resend_of=original, requested_by=actor,
         )
