@@ -1,0 +1,29 @@
+"""Forms of the merchant portal's webhook settings: they parse; the views call
+notifications.services and put a service's refusal back on the form."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from notifications.events import SUBSCRIBABLE_EVENTS, EventType
+
+
+class WebhookEndpointForm(forms.Form):
+    url = forms.CharField(
+        label="URL", max_length=2000,
+        help_text="The https:// address of your receiver, on the public internet.",
+        widget=forms.TextInput(attrs={"placeholder": "https://shop.example/paydesk/webhooks", "inputmode": "url"}),
+    )
+    description = forms.CharField(max_length=200, required=False)
+    event_types = forms.MultipleChoiceField(
+        label="Events", required=False, widget=forms.CheckboxSelectMultiple,
+        choices=[(event, EventType(event).label) for event in SUBSCRIBABLE_EVENTS],
+        help_text="Tick none to receive every event.",
+    )
+
+    def add_service_error(self, error: ValidationError) -> None:
+        """Put a refusal of webhook_endpoint_create on the fields it names (the rest above the form)."""
+        if not hasattr(error, "error_dict"):
+            self.add_error(None, error)
+            return
+        for name, errors in error.error_dict.items():
+            self.add_error(name if name in self.fields else None, errors)

@@ -1,0 +1,214 @@
+"""The merchant portal's webhook settings, at /merchant/webhooks/ (owners only), and the
+notifications parts of the portal's dashboard and payment pages.
+
+Payments never imports notifications: this module uses the portal's access rules from
+payments.portal and fills the seams payments.portal.sections offers. Its URL patterns are at
+the end, included from the project's URLconf (which also connects the receivers by importing it)."""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import Prefetch
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from notifications.models import Channel, DeliveryAttempt, Notification, NotificationStatus, WebhookEndpoint
+from notifications.portal_forms import WebhookEndpointForm
+from notifications.services import (
+    webhook_endpoint_create,
+    webhook_endpoint_disable,
+    webhook_endpoint_enable,
+    webhook_endpoint_rotate_secret,
+    webhook_test_send,
+)
+from notifications.signing import mask_secret
+from payments.portal.access import merchant_view
+from payments.portal.reports import AttentionItem
+from payments.portal.sections import dashboard_attention, payment_page_sections
+
+RECENT_NOTIFICATIONS = 20
+IN_FLIGHT = (NotificationStatus.PENDING, NotificationStatus.DELIVERING)
+
+
+def _endpoint_or_404(request, endpoint_id: int) -> WebhookEndpoint:
+    """The current merchant's endpoint; another merchant's answers like one that does not exist."""
+    try:
+        return WebhookEndpoint.objects.get(pk=endpoint_id, merchant=request.merchant)
+    except WebhookEndpoint.DoesNotExist:
+        raise Http404("No such endpoint.") from None
+
+
+def _with_attempts(notifications):
+    return notifications.prefetch_related(
+        Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number"))
+    )
+
+
+@require_GET
+@merchant_view(owner_only=True)
+def endpoint_list(request):
+    endpoints = WebhookEndpoint.objects.filter(merchant=request.merchant).order_by("created_at")
+    return render(request, "merchant/webhooks.html", {"endpoints": endpoints})
+
+
+@require_http_methods(["GET", "POST"])
+@merchant_view(owner_only=True)
+def endpoint_new(request):
+    form = WebhookEndpointForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            endpoint = webhook_endpoint_create(
+                merchant=request.merchant, url=form.cleaned_data["url"],
+                event_types=form.cleaned_data["event_types"], description=form.cleaned_data["description"],
+                actor=request.user,
+            )
+        except ValidationError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, "Endpoint added. Reveal its signing secret below to verify our signatures.")
+            return redirect("merchant_webhooks:detail", endpoint_id=endpoint.pk)
+    return render(request, "merchant/webhooks_form.html", {"form": form})
+
+
+def _render_detail(request, endpoint: WebhookEndpoint, *, revealed: bool = False):
+    notifications = _with_attempts(
+        Notification.objects.filter(endpoint=endpoint, merchant=request.merchant)
+    )[:RECENT_NOTIFICATIONS]
+    soon = timezone.now() + timedelta(seconds=30)
+    in_flight = any(
+        n.status == NotificationStatus.DELIVERING or (n.status == NotificationStatus.PENDING and n.next_attempt_at
+                                                       and n.next_attempt_at <= soon)
+        for n in notifications
+    )
+    secrets = endpoint.signing_secrets(timezone.now())
+    response = render(request, "merchant/webhooks_detail.html", {
+        "endpoint": endpoint,
+        "notifications": notifications,
+        "in_flight": in_flight and not revealed,
+        "masked_secret": mask_secret(endpoint.secret),
+        "revealed_secrets": secrets if revealed else [],
+        "previous_secret_until": endpoint.previous_secret_expires_at if len(secrets) > 1 else None,
+    })
+    if revealed:
+        add_never_cache_headers(response)  # never keep a page with a secret in any cache
+    return response
+
+
+@require_GET
+@merchant_view(owner_only=True)
+def endpoint_detail(request, endpoint_id: int):
+    return _render_detail(request, _endpoint_or_404(request, endpoint_id))
+
+
+@require_POST
+@merchant_view(owner_only=True)
+def endpoint_reveal_secret(request, endpoint_id: int):
+    # A POST, so the secret is never in a URL, the history, a prefetch or a Referer.
+    return _render_detail(request, _endpoint_or_404(request, endpoint_id), revealed=True)
+
+
+def _endpoint_action(request, endpoint_id: int, action, done: str):
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    try:
+        action(endpoint)
+    except ValidationError as error:
+        messages.error(request, f"Not done: {' '.join(error.messages)}")
+    else:
+        messages.success(request, done)
+    return redirect("merchant_webhooks:detail", endpoint_id=endpoint.pk)
+
+
+@require_POST
+@merchant_view(owner_only=True)
+def endpoint_rotate_secret(request, endpoint_id: int):
+    return _endpoint_action(
+        request, endpoint_id,
+        lambda endpoint: webhook_endpoint_rotate_secret(endpoint=endpoint, actor=request.user,
+                                                        reason="rotated by the merchant in the portal"),
+        "New signing secret made. The previous one keeps signing beside it for a while: switch your receiver now.",
+    )
+
+
+@require_POST
+@merchant_view(owner_only=True)
+def endpoint_send_test(request, endpoint_id: int):
+    return _endpoint_action(
+        request, endpoint_id,
+        lambda endpoint: webhook_test_send(endpoint=endpoint, actor=request.user),
+        "Test webhook queued; its delivery shows below.",
+    )
+
+
+@require_POST
+@merchant_view(owner_only=True)
+def endpoint_disable(request, endpoint_id: int):
+    return _endpoint_action(
+        request, endpoint_id,
+        lambda endpoint: webhook_endpoint_disable(endpoint=endpoint, actor=request.user,
+                                                  reason="disabled by the merchant in the portal"),
+        "Endpoint disabled: nothing more is sent to it until you enable it again.",
+    )
+
+
+@require_POST
+@merchant_view(owner_only=True)
+def endpoint_enable(request, endpoint_id: int):
+    return _endpoint_action(
+        request, endpoint_id,
+        lambda endpoint: webhook_endpoint_enable(endpoint=endpoint, actor=request.user,
+                                                 reason="enabled by the merchant in the portal"),
+        "Endpoint enabled. What it missed while disabled is not sent again.",
+    )
+
+
+# --- the portal's dashboard and payment pages -----------------------------------------------------
+
+
+def webhook_attention(sender, *, merchant, membership, **kwargs) -> list[AttentionItem]:
+    """Failing webhooks on the dashboard; the link only for owners, who can act on them."""
+    week_ago = timezone.now() - timedelta(days=7)
+    webhooks = Notification.objects.filter(merchant=merchant, channel=Channel.WEBHOOK)
+    url = reverse("merchant_webhooks:list") if membership.is_owner else ""
+    return [
+        AttentionItem("Disabled webhook endpoints",
+                      WebhookEndpoint.objects.filter(merchant=merchant, enabled=False).count(), url),
+        AttentionItem("Webhooks that failed for good in the last 7 days",
+                      webhooks.filter(status=NotificationStatus.FAILED, updated_at__gte=week_ago).count(), url),
+        AttentionItem("Webhooks being retried",
+                      webhooks.filter(status=NotificationStatus.PENDING, attempt_count__gte=1).count(), url),
+    ]
+
+
+def payment_notifications_section(sender, *, request, merchant, payment, **kwargs):
+    notifications = _with_attempts(
+        Notification.objects.filter(payment=payment, merchant=merchant).order_by("created_at", "id")
+    )
+    return render_to_string(
+        "merchant/webhooks_payment_section.html", {"notifications": notifications}, request=request
+    )
+
+
+dashboard_attention.connect(webhook_attention, dispatch_uid="notifications.portal_views.webhook_attention")
+payment_page_sections.connect(
+    payment_notifications_section, dispatch_uid="notifications.portal_views.payment_notifications_section"
+)
+
+
+app_name = "merchant_webhooks"
+
+urlpatterns = [
+    path("", endpoint_list, name="list"),
+    path("new/", endpoint_new, name="new"),
+    path("<int:endpoint_id>/", endpoint_detail, name="detail"),
+    path("<int:endpoint_id>/secret/", endpoint_reveal_secret, name="reveal_secret"),
+    path("<int:endpoint_id>/rotate/", endpoint_rotate_secret, name="rotate_secret"),
+    path("<int:endpoint_id>/test/", endpoint_send_test, name="send_test"),
+    path("<int:endpoint_id>/disable/", endpoint_disable, name="disable"),
+    path("<int:endpoint_id>/enable/", endpoint_enable, name="enable"),
+]
