@@ -113,58 +113,42 @@ def endpoint_reveal_secret(request, endpoint_id: int):
     return _render_detail(request, _endpoint_or_404(request, endpoint_id), revealed=True)
 
 
-def _endpoint_action(request, endpoint_id: int, action, done: str):
+# What each button on an endpoint's page does: the service it calls, and what the owner is told.
+ENDPOINT_ACTIONS = {
+    "rotate_secret": (
+        lambda endpoint, user: webhook_endpoint_rotate_secret(
+            endpoint=endpoint, actor=user, reason="rotated by the merchant in the portal"),
+        "New signing secret made. The previous one keeps signing beside it for a while: switch your receiver now.",
+    ),
+    "send_test": (
+        lambda endpoint, user: webhook_test_send(endpoint=endpoint, actor=user),
+        "Test webhook queued; its delivery shows below.",
+    ),
+    "disable": (
+        lambda endpoint, user: webhook_endpoint_disable(
+            endpoint=endpoint, actor=user, reason="disabled by the merchant in the portal"),
+        "Endpoint disabled: nothing more is sent to it until you enable it again.",
+    ),
+    "enable": (
+        lambda endpoint, user: webhook_endpoint_enable(
+            endpoint=endpoint, actor=user, reason="enabled by the merchant in the portal"),
+        "Endpoint enabled. What it missed while disabled is not sent again.",
+    ),
+}
+
+
+@require_POST
+@merchant_view(owner_only=True)
+def endpoint_action(request, endpoint_id: int, action: str):
     endpoint = _endpoint_or_404(request, endpoint_id)
+    apply, done = ENDPOINT_ACTIONS[action]
     try:
-        action(endpoint)
+        apply(endpoint, request.user)
     except ValidationError as error:
         messages.error(request, f"Not done: {' '.join(error.messages)}")
     else:
         messages.success(request, done)
     return redirect("merchant_webhooks:detail", endpoint_id=endpoint.pk)
-
-
-@require_POST
-@merchant_view(owner_only=True)
-def endpoint_rotate_secret(request, endpoint_id: int):
-    return _endpoint_action(
-        request, endpoint_id,
-        lambda endpoint: webhook_endpoint_rotate_secret(endpoint=endpoint, actor=request.user,
-                                                        reason="rotated by the merchant in the portal"),
-        "New signing secret made. The previous one keeps signing beside it for a while: switch your receiver now.",
-    )
-
-
-@require_POST
-@merchant_view(owner_only=True)
-def endpoint_send_test(request, endpoint_id: int):
-    return _endpoint_action(
-        request, endpoint_id,
-        lambda endpoint: webhook_test_send(endpoint=endpoint, actor=request.user),
-        "Test webhook queued; its delivery shows below.",
-    )
-
-
-@require_POST
-@merchant_view(owner_only=True)
-def endpoint_disable(request, endpoint_id: int):
-    return _endpoint_action(
-        request, endpoint_id,
-        lambda endpoint: webhook_endpoint_disable(endpoint=endpoint, actor=request.user,
-                                                  reason="disabled by the merchant in the portal"),
-        "Endpoint disabled: nothing more is sent to it until you enable it again.",
-    )
-
-
-@require_POST
-@merchant_view(owner_only=True)
-def endpoint_enable(request, endpoint_id: int):
-    return _endpoint_action(
-        request, endpoint_id,
-        lambda endpoint: webhook_endpoint_enable(endpoint=endpoint, actor=request.user,
-                                                 reason="enabled by the merchant in the portal"),
-        "Endpoint enabled. What it missed while disabled is not sent again.",
-    )
 
 
 # --- the portal's dashboard and payment pages -----------------------------------------------------
@@ -207,8 +191,6 @@ urlpatterns = [
     path("new/", endpoint_new, name="new"),
     path("<int:endpoint_id>/", endpoint_detail, name="detail"),
     path("<int:endpoint_id>/secret/", endpoint_reveal_secret, name="reveal_secret"),
-    path("<int:endpoint_id>/rotate/", endpoint_rotate_secret, name="rotate_secret"),
-    path("<int:endpoint_id>/test/", endpoint_send_test, name="send_test"),
-    path("<int:endpoint_id>/disable/", endpoint_disable, name="disable"),
-    path("<int:endpoint_id>/enable/", endpoint_enable, name="enable"),
+    *(path(f"<int:endpoint_id>/{action}/", endpoint_action, {"action": action}, name=action)
+      for action in ENDPOINT_ACTIONS),
 ]
