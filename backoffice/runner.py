@@ -1,5 +1,6 @@
 """The one runner: what RQ executes for every backoffice.Job."""
 
+import json
 import logging
 import os
 import random
@@ -9,8 +10,10 @@ import traceback as tb
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, connections
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -19,7 +22,47 @@ from backoffice.models import Job, JobStatus
 logger = logging.getLogger(__name__)
 
 CLAIMABLE = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RETRYING)
-WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+# Database connections a forked child inherited from its parent: closing one, or letting it be
+# garbage-collected, sends Terminate on the parent's socket and ends the parent's session. The
+# child keeps them referenced until it exits and opens its own.
+_inherited_db_connections: list = []
+
+
+def _forget_inherited_db_connections() -> None:
+    for db in connections.all(initialized_only=True):
+        if db.connection is not None:
+            _inherited_db_connections.append(db.connection)
+            db.connection = None
+
+
+# rq's default Worker forks a work-horse per job; `manage.py rqworker` closes its connections
+# before it starts, but a process that imported the runner and used the database before
+# forking (a benchmark, a custom worker) would otherwise share its connection with the child.
+os.register_at_fork(after_in_child=_forget_inherited_db_connections)
+
+
+def _worker_name() -> str:
+    # Computed per run: a forked work-horse has its own pid.
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def close_broken_or_expired_db_connections() -> None:
+    """What Django does between requests, for a long-lived worker (SimpleWorker) that runs job
+    after job: drop a connection that broke (the database restarted) or expired, so the job
+    gets a working one. A connection inside a caller's transaction (a test, a shell) is left alone."""
+    for db in connections.all(initialized_only=True):
+        if not db.in_atomic_block:
+            db.close_if_unusable_or_obsolete()
+
+
+def _json_safe(result):
+    """The job's return value as stored on the row: JSON, or its repr when JSON cannot carry it
+    (a result must never turn a finished job into a failed one)."""
+    try:
+        return json.loads(json.dumps(result, cls=DjangoJSONEncoder))
+    except (TypeError, ValueError):
+        return {"repr": repr(result)[:2000]}
 
 
 def retry_delay_seconds(attempts: int) -> float:
@@ -50,8 +93,10 @@ class _Heartbeat:
     def _beat(self):
         try:
             while not self.stopped.wait(settings.JOBS_HEARTBEAT_SECONDS):
+                # The database's clock, like the sweeper's staleness check: workers and the
+                # sweeper may run on machines whose clocks disagree.
                 Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING, attempts=self.attempt).update(
-                    heartbeat_at=timezone.now()
+                    heartbeat_at=Now()
                 )
         except Exception:  # a missed beat must never break the job itself
             logger.exception("heartbeat of job %s failed", self.job_id)
@@ -62,15 +107,14 @@ class _Heartbeat:
 def run_job(job_id: str) -> dict:
     """Claim the Job, run its function, record the outcome. A second delivery of the same
     Job (requeued by hand, pushed twice) finds it claimed or finished and does nothing."""
-    close_old_connections()
-    now = timezone.now()
+    close_broken_or_expired_db_connections()
     claimed = Job.objects.filter(pk=job_id, status__in=CLAIMABLE).update(
         status=JobStatus.RUNNING,
         attempts=F("attempts") + 1,
-        started_at=now,
-        heartbeat_at=now,
+        started_at=timezone.now(),
+        heartbeat_at=Now(),
         finished_at=None,
-        worker_name=WORKER_NAME,
+        worker_name=_worker_name(),
     )
     if not claimed:
         status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
@@ -99,7 +143,9 @@ def run_job(job_id: str) -> dict:
         if not mine.update(**fields):
             logger.warning("job %s outcome dropped: it was taken over while running", job.pk)
         logger.warning("job %s attempt %s failed: %s", job.pk, job.attempts, fields["last_error"])
-        return {"status": fields["status"]}
-    if not mine.update(status=JobStatus.SUCCEEDED, finished_at=timezone.now(), result=result, last_error=""):
+        return {"status": fields["status"].value}
+    if not mine.update(
+        status=JobStatus.SUCCEEDED, finished_at=timezone.now(), result=_json_safe(result), last_error="", traceback=""
+    ):
         logger.warning("job %s outcome dropped: it was taken over while running", job.pk)
-    return {"status": JobStatus.SUCCEEDED}
+    return {"status": JobStatus.SUCCEEDED.value}

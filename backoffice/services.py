@@ -52,7 +52,9 @@ def job_enqueue(
         requested_by=requested_by if getattr(requested_by, "pk", None) else None,
     )
     if job.run_at <= now:
-        transaction.on_commit(lambda: job_push_after_commit(job_id=job.id, queue=queue))
+        # robust: a push that fails for any reason must neither break the caller's other
+        # on-commit work nor lose the job (the row stays pending for the sweeper).
+        transaction.on_commit(lambda: job_push_after_commit(job_id=job.id, queue=queue), robust=True)
     return job
 
 
@@ -60,17 +62,15 @@ def job_push_after_commit(*, job_id, queue: str) -> bool:
     """Push a committed pending Job to RQ and mark it queued; leave it pending if Redis is down."""
     if not job_push_rollback_unsafe(job_id=job_id, queue=queue):
         return False
-    Job.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
-        status=JobStatus.QUEUED, queued_at=timezone.now()
-    )
+    Job.objects.filter(pk=job_id, status=JobStatus.PENDING).update(status=JobStatus.QUEUED, queued_at=timezone.now())
     return True
 
 
 def job_push_rollback_unsafe(*, job_id, queue: str) -> bool:
     """Put the Job on its RQ queue. Not transactional: call only for rows already committed,
-    or accept that the sweeper's claim check turns a push of a rolled-back row into a no-op."""
+    or accept that the runner's claim turns a push of a rolled-back row into a no-op."""
     try:
-        django_rq.get_queue(queue).enqueue_call(
+        rq_queue(queue).enqueue_call(
             RUNNER,
             args=(str(job_id),),
             job_id=str(job_id),
@@ -79,9 +79,25 @@ def job_push_rollback_unsafe(*, job_id, queue: str) -> bool:
             failure_ttl=7 * 24 * 3600,
         )
     except (RedisError, OSError) as error:
-        logger.warning("job %s left pending: Redis unavailable (%s)", job_id, error)
+        logger.warning("job %s not pushed: Redis unavailable (%s)", job_id, error)
         return False
     return True
+
+
+_rq_queues: dict = {}
+
+
+def rq_queue(name: str):
+    """The django-rq queue `name`, built once per configuration: django_rq.get_queue opens a
+    new connection pool on every call, which costs a connection per push. Keyed by the
+    queue's settings, so a changed RQ_QUEUES (tests) gets its own."""
+    key = (name, json.dumps(settings.RQ_QUEUES[name], sort_keys=True, default=str))
+    queue = _rq_queues.get(key)
+    if queue is None:
+        # "auto": enqueue when called. Our own outbox already waits for the commit; django-rq's
+        # "on_db_commit" would defer a second time and return None inside a transaction.
+        queue = _rq_queues[key] = django_rq.get_queue(name, commit_mode="auto")
+    return queue
 
 
 def audit_record(*, actor, action: str, target: models.Model | None, reason: str = "", details=None):
@@ -109,7 +125,7 @@ def job_requeue(*, job: Job, actor, reason: str) -> Job:
         job.run_at = timezone.now()
         job.save(update_fields=["status", "max_attempts", "run_at"])
         audit_record(actor=actor, action="job_requeue", target=job, reason=reason)
-        transaction.on_commit(lambda: job_push_after_commit(job_id=job.id, queue=job.queue))
+        transaction.on_commit(lambda: job_push_after_commit(job_id=job.id, queue=job.queue), robust=True)
     return job
 
 

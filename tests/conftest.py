@@ -1,7 +1,10 @@
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +18,12 @@ from payments import services
 from tests.factories import MerchantFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
+# The worker class of the Procfile's `worker` line (rq's forking Worker when it names none),
+# so that end-to-end tests run the worker that `make run` runs.
+PROCFILE_WORKER_CLASS = next(
+    iter(re.findall(r"^worker:.*--worker-class[ =](\S+)", (ROOT / "Procfile").read_text(), flags=re.M)),
+    "rq.worker.Worker",
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _embedded_redis = None
 
@@ -105,25 +114,58 @@ def worker_environment(**extra) -> dict:
     return env
 
 
-class WorkerProcess:
-    """A real `manage.py rqworker` process for end-to-end and fault tests."""
+def _session_members(session_id: int) -> list[int]:
+    """Live processes of a session (Linux /proc): rq's work-horse moves to its own process group
+    (os.setpgrp), so killing the worker's group alone would leave the horse running."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _ppid, _pgrp, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+        except (OSError, ValueError):
+            continue
+        if int(session) == session_id and state != "Z":
+            members.append(int(entry.name))
+    return members
 
-    def __init__(self, *queues: str, burst: bool = False, **env):
-        command = [sys.executable, str(ROOT / "manage.py"), "rqworker", *(queues or ("payments", "notifications", "default"))]
+
+class WorkerProcess:
+    """A real `manage.py rqworker` process for end-to-end and fault tests. `worker_class` picks
+    rq's worker (a dotted path, e.g. "rq.worker.SimpleWorker"); by default the Procfile's."""
+
+    def __init__(self, *queues: str, burst: bool = False, worker_class: str | None = None, **env):
+        queues = queues or ("payments", "notifications", "default")
+        command = [sys.executable, str(ROOT / "manage.py"), "rqworker", *queues]
         command += ["--burst"] if burst else ["--with-scheduler"]
+        command += ["--worker-class", worker_class or PROCFILE_WORKER_CLASS]
         self.log_path = ROOT / ".run" / f"test-worker-{os.getpid()}-{time.monotonic_ns()}.log"
         self.log_path.parent.mkdir(exist_ok=True)
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            command, env=worker_environment(**env), cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            command,
+            env=worker_environment(**env),
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
     def kill(self) -> None:
-        """SIGKILL the worker and its work-horse children, as an OOM killer or a power cut would."""
-        if self.process.poll() is None:
+        """SIGKILL the worker and its work-horse children, as an OOM killer or a power cut would;
+        returns once none of them is left running."""
+        if Path("/proc").is_dir():
+            wait_until(lambda: not self._kill_session(), timeout=10, message="the worker's processes to die")
+        elif self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+
+    def _kill_session(self) -> list[int]:
+        members = _session_members(self.process.pid)
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return members
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -131,7 +173,8 @@ class WorkerProcess:
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        self.kill()  # whatever is left, a work-horse included
         self.log.close()
 
     def output(self) -> str:
@@ -151,6 +194,56 @@ def start_worker():
     yield start
     for worker in workers:
         worker.stop()
+
+
+def run_at_once(function, *args, copies: int = 2) -> list:
+    """Call function(*args) from several threads released together, each on its own database
+    connection (as separate processes would be); their return values, in finishing order."""
+    start = threading.Barrier(copies)
+    outcomes = []
+
+    def call():
+        try:
+            start.wait()
+            outcomes.append(function(*args))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=call) for _ in range(copies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(outcomes) == copies, "a concurrent call failed or hung"
+    return outcomes
+
+
+def database_session_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def end_database_session(pid: int) -> None:
+    """End a PostgreSQL session from outside, as a database restart or failover would, and
+    return once it is gone."""
+
+    def terminate():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+                wait_until(lambda: not _session_exists(cursor, pid), timeout=10, message=f"session {pid} to end")
+        finally:
+            connection.close()
+
+    outsider = threading.Thread(target=terminate)  # a thread has its own connection
+    outsider.start()
+    outsider.join(30)
+
+
+def _session_exists(cursor, pid: int) -> bool:
+    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+    return cursor.fetchone()[0] > 0
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):

@@ -1,0 +1,232 @@
+"""Faults with real workers, real PostgreSQL and real Redis: a worker killed mid-charge, a
+flushed Redis, and every kind of job run twice. In each, a payment is charged once and its
+history written once.
+
+The sweeper is run by the test itself (jobs_sweep in the wait loop), with small
+JOBS_STALE_AFTER_SECONDS / JOBS_HEARTBEAT_SECONDS here and in the workers' environment.
+"""
+
+from collections import Counter
+
+import django_rq
+import pytest
+from rq import Worker
+
+from backoffice.models import Job, JobStatus
+from backoffice.runner import run_job
+from backoffice.services import job_push_rollback_unsafe
+from backoffice.sweeper import SweepReport, jobs_sweep
+from payments.jobs import process_payment, recover_payment
+from payments.models import Payment, SimulatedGatewayRecord
+from payments.states import AttemptOutcome, PaymentStatus
+from tests.conftest import PROCFILE_WORKER_CLASS, run_at_once, wait_until
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    # Row locks under real concurrency, and worker processes that see the test's commits.
+    pytest.mark.needs_postgres,
+]
+
+HEARTBEAT = {"JOBS_HEARTBEAT_SECONDS": 0.2, "JOBS_STALE_AFTER_SECONDS": 2}
+WORKER_CLASSES = sorted({"rq.worker.Worker", "rq.worker.SimpleWorker", PROCFILE_WORKER_CLASS})
+
+
+@pytest.fixture
+def short_heartbeat(settings):
+    for name, value in HEARTBEAT.items():
+        setattr(settings, name, value)
+
+
+def processing_job(payment) -> Job:
+    return Job.objects.get(func="payments.jobs.process_payment", object_id=str(payment.pk))
+
+
+def charges_of(payment) -> int:
+    """Charges the gateway holds for any attempt of this payment."""
+    return SimulatedGatewayRecord.objects.filter(idempotency_key__startswith=f"{payment.public_id}_").count()
+
+
+def event_trail(payment) -> list[str]:
+    return list(payment.events.order_by("created_at", "id").values_list("to_status", flat=True))
+
+
+def assert_charged_once_with_one_history(payment) -> None:
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert charges_of(payment) == 1
+    attempt = payment.attempts.get()
+    assert attempt.outcome == AttemptOutcome.SUCCEEDED
+    assert SimulatedGatewayRecord.objects.get(idempotency_key=attempt.idempotency_key).reference == (
+        attempt.gateway_reference
+    )
+    trail = event_trail(payment)
+    assert trail in (["pending", "processing", "succeeded"], ["pending", "processing", "unknown", "succeeded"])
+    notifications = Counter(payment.notifications.values_list("event_type", "channel", "destination"))
+    assert all(count == 1 for count in notifications.values()), notifications
+
+
+def sweep_until(predicate, *, timeout: float, message: str) -> SweepReport:
+    """Run the sweeper, as the cron would, until the predicate holds; the reports' totals."""
+    total = SweepReport()
+
+    def swept_and_done():
+        report = jobs_sweep()
+        for name in ("pushed", "repushed", "recovered", "failed"):
+            setattr(total, name, getattr(total, name) + getattr(report, name))
+        return predicate()
+
+    wait_until(swept_and_done, timeout=timeout, interval=0.2, message=message)
+    return total
+
+
+# --- a worker killed in the middle of a job ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "worker_class, kill_when",
+    [(worker_class, "after_the_gateway_charged") for worker_class in WORKER_CLASSES]
+    + [(PROCFILE_WORKER_CLASS, "before_the_gateway_answered")],
+)
+def test_a_worker_killed_mid_job_is_retried_on_a_new_worker_and_charges_once(
+    make_payment, start_worker, short_heartbeat, worker_class, kill_when
+):
+    slow_gateway = {"PAYMENTS_GATEWAY_LATENCY_MS": 3000, **HEARTBEAT}
+    doomed = start_worker("payments", worker_class=worker_class, **slow_gateway)
+    payment = make_payment()
+    job = processing_job(payment)
+
+    def mid_job():
+        job.refresh_from_db()
+        attempt = payment.attempts.first()
+        if job.status != JobStatus.RUNNING or attempt is None:
+            return False
+        # The simulated gateway records the charge half-way through its latency.
+        charged = SimulatedGatewayRecord.objects.filter(idempotency_key=attempt.idempotency_key).exists()
+        return charged == (kill_when == "after_the_gateway_charged")
+
+    wait_until(mid_job, timeout=60, interval=0.05, message=f"the job to be running, {kill_when}")
+    doomed.kill()
+
+    payment.refresh_from_db()
+    job.refresh_from_db()
+    assert payment.status == PaymentStatus.PROCESSING  # killed before the answer was applied
+    assert (job.status, job.attempts) == (JobStatus.RUNNING, 1)
+    dead_worker = job.worker_name
+
+    start_worker("payments", worker_class=worker_class, **slow_gateway)
+    report = sweep_until(
+        lambda: Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED,
+        timeout=90,
+        message="the sweeper to retry the job on the new worker",
+    )
+
+    assert report.recovered == 1 and report.failed == 0
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 2)
+    assert job.worker_name != dead_worker
+    assert_charged_once_with_one_history(payment)
+    assert event_trail(payment) == ["pending", "processing", "succeeded"]
+
+
+# --- Redis loses its queues -------------------------------------------------------------------
+
+
+def test_jobs_lost_by_a_flushed_redis_are_pushed_again_and_each_runs_once(make_payment, start_worker):
+    # One slow worker: while it charges the first payment, the others wait in Redis.
+    start_worker("payments", PAYMENTS_GATEWAY_LATENCY_MS=2000)
+    payments = [make_payment() for _ in range(5)]
+    wait_until(
+        lambda: Job.objects.filter(func="payments.jobs.process_payment", status=JobStatus.RUNNING).exists(),
+        timeout=60,
+        message="the worker to start on the first payment",
+    )
+    waiting = django_rq.get_queue("payments").count
+    assert waiting >= 2
+
+    django_rq.get_connection("payments").flushdb()  # Redis restarts without persistence
+
+    assert django_rq.get_queue("payments").count == 0
+    report = sweep_until(
+        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.SUCCEEDED for p in payments),
+        timeout=120,
+        message="every payment to be processed",
+    )
+
+    assert report.repushed >= waiting
+    for payment in payments:
+        assert_charged_once_with_one_history(payment)
+        job = processing_job(payment)
+        assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+
+
+# --- every kind of job, run twice -------------------------------------------------------------
+
+
+def test_process_payment_run_twice_at_once_and_again_later_charges_once(make_payment, settings):
+    settings.PAYMENTS_GATEWAY_LATENCY_MS = 400
+    payment = make_payment()
+
+    run_at_once(process_payment, payment.pk)
+    assert process_payment(payment.pk) == {"skipped": "nothing to process"}
+
+    assert_charged_once_with_one_history(payment)
+    assert event_trail(payment) == ["pending", "processing", "succeeded"]
+
+
+def test_recover_payment_run_twice_at_once_and_again_later_resolves_once(make_payment, settings):
+    settings.PAYMENTS_GATEWAY_LATENCY_MS = 200
+    payment = make_payment(payment_method="tok_timeout")
+    assert process_payment(payment.pk) == {"status": "unknown"}
+
+    assert run_at_once(recover_payment, payment.pk) == [{"status": "succeeded"}] * 2
+    assert recover_payment(payment.pk) == {"skipped": "not unknown"}
+
+    assert_charged_once_with_one_history(payment)
+    assert event_trail(payment) == ["pending", "processing", "unknown", "succeeded"]
+    assert payment.attempts.get().lookups == 1
+
+
+def test_a_recovery_that_finds_no_charge_fails_the_payment_once(make_payment):
+    payment = make_payment(payment_method="tok_error")
+    process_payment(payment.pk)
+
+    run_at_once(recover_payment, payment.pk)
+    recover_payment(payment.pk)
+
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.FAILED
+    assert event_trail(payment) == ["pending", "processing", "unknown", "failed"]
+    assert charges_of(payment) == 0
+
+
+def test_run_job_delivered_twice_in_process_runs_the_body_once(make_payment):
+    payment = make_payment()
+    job = processing_job(payment)
+
+    outcomes = run_at_once(run_job, str(job.pk))
+    outcomes.append(run_job(str(job.pk)))
+
+    assert {"status": "succeeded"} in outcomes
+    assert all(outcome == {"status": "succeeded"} or "skipped" in outcome for outcome in outcomes)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+    assert_charged_once_with_one_history(payment)
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_one_job_delivered_to_two_real_workers_runs_once(make_payment, start_worker, worker_class):
+    for _ in range(2):
+        start_worker("payments", worker_class=worker_class, PAYMENTS_GATEWAY_LATENCY_MS=1500)
+    queue = django_rq.get_queue("payments")
+    wait_until(lambda: len(Worker.all(queue=queue)) == 2, timeout=60, message="both workers to listen")
+    payment = make_payment()  # pushed on commit
+    job = processing_job(payment)
+    assert job_push_rollback_unsafe(job_id=job.pk, queue="payments")  # and delivered a second time
+
+    wait_until(lambda: len(queue.fetch_job(str(job.pk)).results()) == 2, timeout=60, message="both deliveries to end")
+
+    answers = [result.return_value for result in queue.fetch_job(str(job.pk)).results()]
+    assert sorted(answers, key=str) == [{"skipped": "running"}, {"status": "succeeded"}]
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+    assert_charged_once_with_one_history(payment)
