@@ -4,5 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("merchant/", include("payments.urls")),
-    path("merchant/webhooks/", include("notifications.portal_views")),
+    path("merchant/webhooks/", include("notifications.portal_urls")),
 ]

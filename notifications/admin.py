@@ -9,14 +9,16 @@ from django.utils.html import format_html
 
 from backoffice.admin import ReadOnlyAdminMixin, pretty_json
 from backoffice.admin_actions import apply_each, confirm_with_reason
-from backoffice.services import audit_record
 from notifications.events import SUBSCRIBABLE_EVENTS, EventType
 from notifications.models import DeliveryAttempt, Notification, WebhookEndpoint
 from notifications.services import (
+    EDITABLE_ENDPOINT_FIELDS,
     notification_resend,
+    webhook_endpoint_create,
     webhook_endpoint_disable,
     webhook_endpoint_enable,
     webhook_endpoint_rotate_secret,
+    webhook_endpoint_update,
     webhook_test_send,
 )
 from notifications.signing import mask_secret
@@ -85,12 +87,15 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return False  # the notification log keeps its endpoints: disable one instead
 
     def save_model(self, request, obj, form, change):
-        # The form's full_clean has checked the URL (resolving it) before we get here.
-        super().save_model(request, obj, form, change)
-        audit_record(
-            actor=request.user, action="webhook_endpoint_change" if change else "webhook_endpoint_create",
-            target=obj, details={"url": obj.url, "event_types": obj.event_types},
-        )
+        # The form has shown the model's refusals next to its fields; the services check the
+        # URL again, lock, save and audit.
+        fields = {name: getattr(obj, name) for name in EDITABLE_ENDPOINT_FIELDS}
+        if change:
+            saved = webhook_endpoint_update(endpoint=obj, actor=request.user, **fields)
+        else:
+            saved = webhook_endpoint_create(merchant=obj.merchant, actor=request.user, **fields)
+        obj.pk = saved.pk
+        obj.refresh_from_db()  # the secret and times the service saved, for the admin's log and redirect
 
     @admin.display(description="events")
     def subscribed(self, endpoint: WebhookEndpoint) -> str:

@@ -21,7 +21,7 @@ class WebhookEndpointForm(forms.Form):
     )
 
     def add_service_error(self, error: ValidationError) -> None:
-        """Put a refusal of webhook_endpoint_create on the fields it names (the rest above the form)."""
+        """Put a refusal of webhook_endpoint_create / _update on the fields it names (the rest above the form)."""
         if not hasattr(error, "error_dict"):
             self.add_error(None, error)
             return

@@ -2,8 +2,8 @@
 notifications parts of the portal's dashboard and payment pages.
 
 Payments never imports notifications: this module uses the portal's access rules from
-payments.portal and fills the seams payments.portal.sections offers. Its URL patterns are at
-the end, included from the project's URLconf (which also connects the receivers by importing it)."""
+payments.portal and fills the seams payments.portal.sections offers (its receivers are
+connected by notifications.receivers.connect_receivers; its URLs are in portal_urls)."""
 
 from datetime import timedelta
 
@@ -13,7 +13,7 @@ from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -21,16 +21,17 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from notifications.models import Channel, DeliveryAttempt, Notification, NotificationStatus, WebhookEndpoint
 from notifications.portal_forms import WebhookEndpointForm
 from notifications.services import (
+    EDITABLE_ENDPOINT_FIELDS,
     webhook_endpoint_create,
     webhook_endpoint_disable,
     webhook_endpoint_enable,
     webhook_endpoint_rotate_secret,
+    webhook_endpoint_update,
     webhook_test_send,
 )
 from notifications.signing import mask_secret
 from payments.portal.access import merchant_view
 from payments.portal.reports import AttentionItem
-from payments.portal.sections import dashboard_attention, payment_page_sections
 
 RECENT_NOTIFICATIONS = 20
 IN_FLIGHT = (NotificationStatus.PENDING, NotificationStatus.DELIVERING)
@@ -57,23 +58,42 @@ def endpoint_list(request):
     return render(request, "merchant/webhooks.html", {"endpoints": endpoints})
 
 
+def _endpoint_fields(form: WebhookEndpointForm) -> dict:
+    return {name: form.cleaned_data[name] for name in EDITABLE_ENDPOINT_FIELDS}
+
+
 @require_http_methods(["GET", "POST"])
 @merchant_view(owner_only=True)
 def endpoint_new(request):
     form = WebhookEndpointForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
-            endpoint = webhook_endpoint_create(
-                merchant=request.merchant, url=form.cleaned_data["url"],
-                event_types=form.cleaned_data["event_types"], description=form.cleaned_data["description"],
-                actor=request.user,
-            )
+            endpoint = webhook_endpoint_create(merchant=request.merchant, actor=request.user, **_endpoint_fields(form))
         except ValidationError as error:
             form.add_service_error(error)
         else:
             messages.success(request, "Endpoint added. Reveal its signing secret below to verify our signatures.")
             return redirect("merchant_webhooks:detail", endpoint_id=endpoint.pk)
     return render(request, "merchant/webhooks_form.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+@merchant_view(owner_only=True)
+def endpoint_edit(request, endpoint_id: int):
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    form = WebhookEndpointForm(
+        request.POST if request.method == "POST" else None,
+        initial={"url": endpoint.url, "description": endpoint.description, "event_types": endpoint.event_types},
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            webhook_endpoint_update(endpoint=endpoint, actor=request.user, **_endpoint_fields(form))
+        except ValidationError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, "Endpoint saved.")
+            return redirect("merchant_webhooks:detail", endpoint_id=endpoint.pk)
+    return render(request, "merchant/webhooks_form.html", {"form": form, "endpoint": endpoint})
 
 
 def _render_detail(request, endpoint: WebhookEndpoint, *, revealed: bool = False):
@@ -126,7 +146,7 @@ ENDPOINT_ACTIONS = {
     ),
     "disable": (
         lambda endpoint, user: webhook_endpoint_disable(
-            endpoint=endpoint, actor=user, reason="disabled by the merchant in the portal"),
+            endpoint=endpoint, actor=user, reason="disabled by the merchant in the portal", by_merchant=True),
         "Endpoint disabled: nothing more is sent to it until you enable it again.",
     ),
     "enable": (
@@ -176,21 +196,3 @@ def payment_notifications_section(sender, *, request, merchant, payment, **kwarg
     return render_to_string(
         "merchant/webhooks_payment_section.html", {"notifications": notifications}, request=request
     )
-
-
-dashboard_attention.connect(webhook_attention, dispatch_uid="notifications.portal_views.webhook_attention")
-payment_page_sections.connect(
-    payment_notifications_section, dispatch_uid="notifications.portal_views.payment_notifications_section"
-)
-
-
-app_name = "merchant_webhooks"
-
-urlpatterns = [
-    path("", endpoint_list, name="list"),
-    path("new/", endpoint_new, name="new"),
-    path("<int:endpoint_id>/", endpoint_detail, name="detail"),
-    path("<int:endpoint_id>/secret/", endpoint_reveal_secret, name="reveal_secret"),
-    *(path(f"<int:endpoint_id>/{action}/", endpoint_action, {"action": action}, name=action)
-      for action in ENDPOINT_ACTIONS),
-]

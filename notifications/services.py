@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 DELIVER_JOB = "notifications.jobs.deliver_notification"
 RETRY_JITTER = 0.2
+# What the merchant reads (on the endpoint's page and in the e-mail) when our staff disabled it.
+STAFF_DISABLED_REASON = "Paydesk staff disabled it"
 
 
 class NotificationError(ValidationError):
@@ -62,7 +64,40 @@ def webhook_endpoint_create(
     endpoint.full_clean()
     with transaction.atomic():
         endpoint.save()
-        audit_record(actor=actor, action="webhook_endpoint_create", target=endpoint, details={"url": url})
+        audit_record(
+            actor=actor, action="webhook_endpoint_create", target=endpoint,
+            details={"url": url, "event_types": endpoint.event_types},
+        )
+    return endpoint
+
+
+# What webhook_endpoint_update changes (keyword names of it, and the endpoint's fields).
+EDITABLE_ENDPOINT_FIELDS = ("url", "event_types", "description")
+
+
+def webhook_endpoint_update(
+    *, endpoint: WebhookEndpoint, url: str, event_types: list[str], description: str, actor
+) -> WebhookEndpoint:
+    """Change an endpoint's URL, events and description after the same checks as at creation
+    (the URL resolved, outside any lock), then under a row lock save and audit what changed;
+    a refusal writes nothing. Pending tries go to the new URL; the secret stays."""
+    wanted = {"url": url, "event_types": list(event_types), "description": description}
+    candidate = WebhookEndpoint.objects.get(pk=endpoint.pk)
+    for field, value in wanted.items():
+        setattr(candidate, field, value)
+    candidate.full_clean()  # resolves the host: a network call, so before the lock
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        changes = {
+            field: [getattr(endpoint, field), value]
+            for field, value in wanted.items() if getattr(endpoint, field) != value
+        }
+        if not changes:
+            return endpoint
+        for field, (_before, after) in changes.items():
+            setattr(endpoint, field, after)
+        endpoint.save(update_fields=[*changes, "updated_at"])
+        audit_record(actor=actor, action="webhook_endpoint_update", target=endpoint, details={"changes": changes})
     return endpoint
 
 
@@ -104,20 +139,32 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor, reason: str = "
     return endpoint
 
 
-def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor, reason: str = "") -> WebhookEndpoint:
-    """Disable an endpoint by hand: its pending notifications stop (status `disabled`) and the
-    merchant is told by e-mail, all in one transaction. The staff's reason goes to the audit
-    trail only; the merchant reads that our staff disabled it."""
+def webhook_endpoint_disable(
+    *, endpoint: WebhookEndpoint, actor, reason: str = "", by_merchant: bool = False
+) -> WebhookEndpoint:
+    """Disable an endpoint by hand, in one transaction under a row lock: its pending
+    notifications stop (status `disabled`) and the disable is audited. Disabled by staff: the
+    merchant is e-mailed that our staff disabled it (the staff's reason stays in the audit
+    trail). Disabled by the merchant in the portal (`by_merchant`): the reason names the user
+    and no e-mail goes out, as the merchant did it and sees it on the page."""
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().select_related("merchant").get(pk=endpoint.pk)
         if not endpoint.enabled:
             raise NotificationError("already disabled", code="already_disabled")
-        _endpoint_disable(endpoint, disabled_reason="Paydesk staff disabled it", audit_reason=reason, actor=actor)
+        if by_merchant:
+            who = actor.get_username() if getattr(actor, "pk", None) else "a user of yours"
+            disabled_reason = f"{who} disabled it in the merchant portal"
+        else:
+            disabled_reason = STAFF_DISABLED_REASON
+        _endpoint_disable(
+            endpoint, disabled_reason=disabled_reason, audit_reason=reason, actor=actor, tell_merchant=not by_merchant
+        )
     return endpoint
 
 
 def _endpoint_disable(
-    endpoint: WebhookEndpoint, *, disabled_reason: str, audit_reason: str, actor=None, gone: bool = False
+    endpoint: WebhookEndpoint, *, disabled_reason: str, audit_reason: str, actor=None, gone: bool = False,
+    tell_merchant: bool = True,
 ) -> None:
     """On a locked, enabled endpoint. `disabled_reason` is shown to the merchant."""
     now = timezone.now()
@@ -130,8 +177,13 @@ def _endpoint_disable(
     )
     audit_record(
         actor=actor, action="webhook_endpoint_disable", target=endpoint, reason=audit_reason,
-        details={"disabled_reason": disabled_reason, "pending_notifications_stopped": stopped},
+        details={
+            "disabled_reason": disabled_reason, "pending_notifications_stopped": stopped,
+            "merchant_told": tell_merchant,
+        },
     )
+    if not tell_merchant:
+        return
     notifications_create_for_event(
         merchant=endpoint.merchant,
         event_type=EventType.WEBHOOK_ENDPOINT_DISABLED,

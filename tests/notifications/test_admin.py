@@ -61,8 +61,39 @@ def test_adding_an_endpoint_checks_and_saves_it_with_a_secret_and_an_audit_entry
     assert response.status_code == 302
     endpoint = WebhookEndpoint.objects.get()
     assert endpoint.event_types == ["payment.failed"] and endpoint.secret.startswith("whsec_")
+    assert response["Location"] == reverse("admin:notifications_webhookendpoint_changelist")
     entry = AuditEntry.objects.get(action="webhook_endpoint_create")
+    assert entry.object_id == str(endpoint.pk) and entry.details["event_types"] == ["payment.failed"]
     assert endpoint.secret not in str(entry.details)
+
+
+def test_editing_an_endpoint_to_an_internal_url_shows_why_and_changes_nothing(operator_client, public_endpoint):
+    url = reverse("admin:notifications_webhookendpoint_change", args=[public_endpoint.pk])
+    response = operator_client.post(url, {"url": "https://10.0.0.8/hooks", "description": "moved"})
+    assert response.status_code == 200
+    assert "private address" in str(response.context["adminform"].form.errors["url"])
+    endpoint = WebhookEndpoint.objects.get()
+    assert (endpoint.url, endpoint.description) == ("https://hooks.merchant.example/hooks", "")
+    assert not AuditEntry.objects.filter(action="webhook_endpoint_update").exists()
+
+
+def test_editing_an_endpoint_goes_through_the_service_and_keeps_the_secret(operator_client, operator, public_endpoint,
+                                                                           dns):
+    dns.answer("new.merchant.example", "93.184.215.15")
+    url = reverse("admin:notifications_webhookendpoint_change", args=[public_endpoint.pk])
+    response = operator_client.post(url, {
+        "url": "https://new.merchant.example/in", "description": "moved", "event_types": ["refund.failed"],
+    })
+    assert response.status_code == 302
+    endpoint = WebhookEndpoint.objects.get()
+    assert (endpoint.url, endpoint.description, endpoint.event_types) == (
+        "https://new.merchant.example/in", "moved", ["refund.failed"]
+    )
+    assert endpoint.secret == public_endpoint.secret and endpoint.merchant == public_endpoint.merchant
+    entry = AuditEntry.objects.get(action="webhook_endpoint_update")
+    assert entry.actor == operator and entry.details["changes"]["url"] == [
+        "https://hooks.merchant.example/hooks", "https://new.merchant.example/in"
+    ]
 
 
 def test_operators_get_the_endpoint_actions_and_viewers_none(operator_client, viewer_client, public_endpoint):

@@ -1,17 +1,21 @@
-"""The portal's webhook settings (notifications.portal_views): owners only, scoped to the merchant."""
+"""The portal's webhook settings (notifications.portal_views, portal_urls): owners only, scoped to the
+merchant."""
 
+import re
 import socket
 
 import pytest
+from django.core import mail
 from django.test import Client, override_settings
 from django.urls import reverse
 
-import notifications.portal_views
+import notifications.portal_urls
 from backoffice.models import AuditEntry, Job
 from notifications.jobs import deliver_notification
 from notifications.models import Notification, NotificationStatus, WebhookEndpoint
 from notifications.services import DELIVER_JOB, webhook_endpoint_create
 from payments.jobs import process_payment
+from tests.notifications.conftest import run_due_deliveries
 from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
 from tests.payments.test_portal_support import url
 
@@ -98,6 +102,59 @@ def test_unknown_event_types_are_refused(owner_client):
     assert not WebhookEndpoint.objects.exists()
 
 
+def test_edit_page_shows_the_current_values(owner_client, merchant, owner):
+    endpoint = webhook_endpoint_create(merchant=merchant, url="https://hooks.merchant.example/paydesk",
+                                       event_types=["refund.failed"], description="shop backend", actor=owner)
+    detail = owner_client.get(wurl("detail", endpoint.pk)).content.decode()
+    assert f'href="{wurl("edit", endpoint.pk)}"' in detail
+    response = owner_client.get(wurl("edit", endpoint.pk))
+    form = response.context["form"]
+    assert response.status_code == 200 and not form.is_bound
+    assert (form["url"].value(), form["description"].value(), form["event_types"].value()) == (
+        "https://hooks.merchant.example/paydesk", "shop backend", ["refund.failed"]
+    )
+    html = response.content.decode()
+    assert "Edit webhook endpoint" in html and f'action="{wurl("edit", endpoint.pk)}"' in html
+    assert endpoint.secret not in html
+
+
+def test_owner_edits_an_endpoint_and_keeps_its_secret(owner_client, endpoint):
+    response = owner_client.post(wurl("edit", endpoint.pk), {
+        "url": "https://hooks.other.example/moved", "description": "new backend", "event_types": ["payment.failed"],
+    })
+    assert response.status_code == 302 and response["Location"] == wurl("detail", endpoint.pk)
+    secret = endpoint.secret
+    endpoint.refresh_from_db()
+    assert (endpoint.url, endpoint.description, endpoint.event_types, endpoint.secret) == (
+        "https://hooks.other.example/moved", "new backend", ["payment.failed"], secret
+    )
+    entry = AuditEntry.objects.get(action="webhook_endpoint_update")
+    assert entry.actor.username == "olga-owner" and set(entry.details["changes"]) == {
+        "url", "description", "event_types",
+    }
+    page = owner_client.get(response["Location"]).content.decode()
+    assert "Endpoint saved" in page and "https://hooks.other.example/moved" in page
+
+
+@pytest.mark.parametrize("bad_url,message", BAD_URLS)
+def test_an_edit_to_a_bad_or_private_url_is_refused_next_to_the_field_and_changes_nothing(owner_client, endpoint,
+                                                                                          bad_url, message):
+    before = endpoint_state(endpoint)
+    response = owner_client.post(wurl("edit", endpoint.pk), {
+        "url": bad_url, "description": "kept", "event_types": ["refund.failed"],
+    })
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert message in " ".join(form.errors["url"])
+    assert form["url"].value() == bad_url and form["description"].value() == "kept"
+    assert form["event_types"].value() == ["refund.failed"]
+    html = response.content.decode()
+    assert html.index('id="id_url_error"') < html.index('name="url"')
+    assert f'value="{bad_url}"' in html and re.search(r'value="refund\.failed"[^>]*\bchecked\b', html)
+    assert endpoint_state(endpoint) == before
+    assert not AuditEntry.objects.filter(action="webhook_endpoint_update").exists()
+
+
 def test_secret_is_revealed_only_on_a_post_and_never_cached(owner_client, endpoint):
     assert owner_client.get(wurl("reveal_secret", endpoint.pk)).status_code == 405
     response = owner_client.post(wurl("reveal_secret", endpoint.pk))
@@ -139,6 +196,11 @@ def test_disable_and_enable(owner_client, endpoint):
     assert response.status_code == 302 and not endpoint.enabled
     page = owner_client.get(wurl("detail", endpoint.pk)).content.decode()
     assert "Endpoint disabled" in page and "Disabled since" in page
+    assert "olga-owner disabled it in the merchant portal" in page and "staff" not in page
+    run_due_deliveries()
+    assert mail.outbox == []  # the owner did it: no e-mail about it
+    entry = AuditEntry.objects.get(action="webhook_endpoint_disable")
+    assert entry.actor.username == "olga-owner" and entry.reason == "disabled by the merchant in the portal"
     assert "Disabled webhook endpoints" in owner_client.get(url("dashboard")).content.decode()
     # A test event to a disabled endpoint is refused with a message, nothing queued.
     owner_client.post(wurl("send_test", endpoint.pk))
@@ -171,26 +233,38 @@ def test_dashboard_counts_failing_webhooks_and_links_them_for_owners_only(owner_
 
 # --- security ---------------------------------------------------------------------------------------
 
-ENDPOINT_GETS = ["detail"]
-ENDPOINT_POSTS = ["reveal_secret", "rotate_secret", "send_test", "disable", "enable"]
+ENDPOINT_GETS = ["detail", "edit"]
+ENDPOINT_POSTS = ["reveal_secret", "rotate_secret", "send_test", "disable", "enable", "edit"]
+# What a forged edit posts: a valid form, so only the scoping and the role stand in its way.
+EDIT_POST = {"url": "https://hooks.merchant.example/forged", "description": "forged", "event_types": []}
 
 
 def test_every_webhook_url_is_covered_by_these_tests():
-    assert {p.name for p in notifications.portal_views.urlpatterns} == {"list", "new", *ENDPOINT_GETS,
-                                                                           *ENDPOINT_POSTS}
+    assert {p.name for p in notifications.portal_urls.urlpatterns} == {"list", "new", *ENDPOINT_GETS,
+                                                                          *ENDPOINT_POSTS}
 
 
 def endpoint_state(endpoint) -> tuple:
     endpoint.refresh_from_db()
-    return (endpoint.enabled, endpoint.secret, endpoint.previous_secret, Notification.objects.count(),
-            Job.objects.filter(func=DELIVER_JOB).count())
+    return (endpoint.enabled, endpoint.secret, endpoint.previous_secret, endpoint.url, endpoint.description,
+            endpoint.event_types, Notification.objects.count(), Job.objects.filter(func=DELIVER_JOB).count(),
+            AuditEntry.objects.count())
 
 
-@pytest.mark.parametrize("name", ENDPOINT_GETS + ENDPOINT_POSTS)
+def request_for(client, name: str, method: str):
+    if method == "get":
+        return lambda path: client.get(path)
+    return lambda path: client.post(path, EDIT_POST if name == "edit" else {})
+
+
+ENDPOINT_REQUESTS = [(name, "get") for name in ENDPOINT_GETS] + [(name, "post") for name in ENDPOINT_POSTS]
+
+
+@pytest.mark.parametrize("name,method", ENDPOINT_REQUESTS)
 def test_another_merchants_endpoint_is_404_like_a_missing_one_and_unchanged(owner_client, endpoint, other_endpoint,
-                                                                            name):
+                                                                            name, method):
     before = endpoint_state(other_endpoint)
-    send = owner_client.get if name in ENDPOINT_GETS else owner_client.post
+    send = request_for(owner_client, name, method)
     theirs, missing = send(wurl(name, other_endpoint.pk)), send(wurl(name, 987654))
     assert theirs.status_code == missing.status_code == 404 and theirs.content == missing.content
     assert b"hooks.other.example" not in theirs.content and other_endpoint.secret.encode() not in theirs.content
@@ -202,10 +276,10 @@ def test_lists_show_only_the_merchants_endpoints(owner_client, endpoint, other_e
     assert "hooks.merchant.example" in html and "hooks.other.example" not in html
 
 
-@pytest.mark.parametrize("name", ENDPOINT_GETS + ENDPOINT_POSTS)
-def test_members_cannot_use_webhook_settings(member_client, endpoint, name):
+@pytest.mark.parametrize("name,method", ENDPOINT_REQUESTS)
+def test_members_cannot_use_webhook_settings(member_client, endpoint, name, method):
     before = endpoint_state(endpoint)
-    send = member_client.get if name in ENDPOINT_GETS else member_client.post
+    send = request_for(member_client, name, method)
     assert send(wurl(name, endpoint.pk)).status_code == 403
     assert member_client.get(wurl("list")).status_code == 403
     assert member_client.post(wurl("new"), {"url": "https://hooks.merchant.example/m"}).status_code == 403
@@ -222,10 +296,10 @@ def test_webhook_posts_need_csrf_and_gets_change_nothing(owner, owner_client, en
     client.force_login(owner)
     before = endpoint_state(endpoint)
     for name in ENDPOINT_POSTS:
-        assert client.post(wurl(name, endpoint.pk)).status_code == 403, name
+        assert request_for(client, name, "post")(wurl(name, endpoint.pk)).status_code == 403, name
     assert client.post(wurl("new"), {"url": "https://hooks.merchant.example/c"}).status_code == 403
-    for name in ENDPOINT_POSTS:
+    for name in set(ENDPOINT_POSTS) - set(ENDPOINT_GETS):
         assert owner_client.get(wurl(name, endpoint.pk)).status_code == 405, name
-    for path in (wurl("list"), wurl("new"), wurl("detail", endpoint.pk)):
+    for path in (wurl("list"), wurl("new"), wurl("detail", endpoint.pk), wurl("edit", endpoint.pk)):
         assert owner_client.get(path).status_code == 200
     assert endpoint_state(endpoint) == before and WebhookEndpoint.objects.count() == 1
