@@ -5,6 +5,7 @@ import logging
 from datetime import datetime
 
 import django_rq
+import redis
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
@@ -96,7 +97,14 @@ def rq_queue(name: str):
     if queue is None:
         # "auto": enqueue when called. Our own outbox already waits for the commit; django-rq's
         # "on_db_commit" would defer a second time and return None inside a transaction.
-        queue = _rq_queues[key] = django_rq.get_queue(name, commit_mode="auto")
+        # A Redis that hangs instead of refusing must not hang the web request or the sweeper:
+        # pushes give up after REDIS_PUSH_TIMEOUT_SECONDS and leave the job to the sweeper.
+        connection = redis.Redis.from_url(
+            settings.RQ_QUEUES[name]["URL"],
+            socket_connect_timeout=settings.REDIS_PUSH_TIMEOUT_SECONDS,
+            socket_timeout=settings.REDIS_PUSH_TIMEOUT_SECONDS,
+        )
+        queue = _rq_queues[key] = django_rq.get_queue(name, commit_mode="auto", connection=connection)
     return queue
 
 

@@ -114,6 +114,7 @@ RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": JOB_TIMEOUT_SECONDS}
     for name in ("payments", "notifications", "default")
 }
+REDIS_PUSH_TIMEOUT_SECONDS = env.float("REDIS_PUSH_TIMEOUT_SECONDS", default=5.0)
 # Set explicitly: our own outbox pushes on commit, so django-rq must enqueue at once when
 # we call it (its "auto" mode would defer again and return None inside a transaction).
 RQ = {"COMMIT_MODE": "auto"}

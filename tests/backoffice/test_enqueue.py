@@ -207,3 +207,30 @@ def test_a_job_committed_while_redis_is_down_stays_pending_and_the_sweeper_deliv
     assert SimulatedGatewayRecord.objects.count() == 1
     assert django_rq.get_queue("payments").count == 0
     assert jobs_sweep().pushed == 0  # delivered once: nothing left behind to push
+
+
+@pytest.fixture
+def hung_redis(settings):
+    """A 'Redis' that accepts connections and never answers, as a wedged server or a
+    half-open network path does."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    settings.RQ_QUEUES = {name: {**config, "URL": url} for name, config in settings.RQ_QUEUES.items()}
+    settings.REDIS_PUSH_TIMEOUT_SECONDS = 0.5
+    yield
+    listener.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hung_redis_delays_the_commit_by_the_push_timeout_only_and_the_job_stays_pending(hung_redis, make_payment):
+    import time
+
+    started = time.monotonic()
+    payment = make_payment()
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, f"the request waited {elapsed:.1f}s on a hung Redis"
+    assert processing_job(payment).status == JobStatus.PENDING
+    report = jobs_sweep()
+    assert report.redis_down and processing_job(payment).status == JobStatus.PENDING
