@@ -97,8 +97,14 @@ def confirm_with_reason(
     """First call: render the confirmation page. Second call (posted from that page with a
     reason): run `apply(obj, reason)` per object and report "N <done>, M skipped: <why>"."""
     return confirm_with_form(
-        modeladmin, request, queryset, verb=verb, done=done, describe=describe,
-        form_class=ActionReasonForm, apply=lambda obj, data: apply(obj, data["reason"]),
+        modeladmin,
+        request,
+        queryset,
+        verb=verb,
+        done=done,
+        describe=describe,
+        form_class=ActionReasonForm,
+        apply=lambda obj, data: apply(obj, data["reason"]),
     )
 
 

@@ -15,13 +15,20 @@ def redis_server_command(socket_path: Path, port: int = 0) -> list[str]:
     """Arguments that run a non-persistent redis-server in the foreground."""
     return [
         redis_server_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--unixsocket", str(socket_path),
-        "--unixsocketperm", "700",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(socket_path.parent),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(socket_path.parent),
     ]
 
 

@@ -51,12 +51,8 @@ class Job(models.Model):
             models.Index(fields=["content_type", "object_id"], name="job_concerns"),
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(status__in=JobStatus.values), name="job_status_valid"
-            ),
-            models.CheckConstraint(
-                condition=models.Q(max_attempts__gte=1), name="job_max_attempts_positive"
-            ),
+            models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),
+            models.CheckConstraint(condition=models.Q(max_attempts__gte=1), name="job_max_attempts_positive"),
         ]
         permissions = [
             ("requeue_job", "Can requeue a failed or canceled job"),
@@ -90,9 +86,7 @@ class Job(models.Model):
 class AuditEntry(models.Model):
     """Append-only record of a staff action that changed money or jobs: who, when, what, why."""
 
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
-    )
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=50, db_index=True)
     reason = models.TextField(blank=True)
     content_type = models.ForeignKey(ContentType, null=True, on_delete=models.PROTECT)

@@ -14,7 +14,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = BASE_DIR / ".run"
 
 
-
 class StrictEnv(environ.Env):
     """django-environ, but a value that does not parse names its variable and value."""
 
@@ -150,8 +149,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-for _name in ("JOBS_HEARTBEAT_SECONDS", "JOBS_STALE_AFTER_SECONDS", "JOBS_SWEEP_INTERVAL_SECONDS",
-              "JOBS_DEFAULT_MAX_ATTEMPTS", "JOB_TIMEOUT_SECONDS"):
+for _name in (
+    "JOBS_HEARTBEAT_SECONDS",
+    "JOBS_STALE_AFTER_SECONDS",
+    "JOBS_SWEEP_INTERVAL_SECONDS",
+    "JOBS_DEFAULT_MAX_ATTEMPTS",
+    "JOB_TIMEOUT_SECONDS",
+):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")
 if JOBS_STALE_AFTER_SECONDS <= JOBS_HEARTBEAT_SECONDS:

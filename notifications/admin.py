@@ -31,7 +31,8 @@ def _attempts_summary(notification: Notification) -> str:
     if not attempts:
         return "-"
     outcomes = [
-        str(attempt.http_status) if attempt.http_status
+        str(attempt.http_status)
+        if attempt.http_status
         else {None: "in flight", True: "sent", False: "error"}[attempt.succeeded]
         for attempt in attempts
     ]
@@ -64,8 +65,15 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     list_select_related = ["merchant"]
     actions = ["send_test", "rotate_secret", "reenable", "disable"]
     readonly_fields = [
-        "enabled", "signing_secret", "signing_secret_masked", "previous_secret_expires_at", "secret_rotated_at",
-        "disabled_reason", "disabled_at", "created_at", "updated_at",
+        "enabled",
+        "signing_secret",
+        "signing_secret_masked",
+        "previous_secret_expires_at",
+        "secret_rotated_at",
+        "disabled_reason",
+        "disabled_at",
+        "created_at",
+        "updated_at",
     ]
 
     def get_fieldsets(self, request, obj=None):
@@ -127,11 +135,16 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         report = apply_each(queryset, lambda endpoint: webhook_test_send(endpoint=endpoint, actor=request.user))
         self.message_user(request, report.message("test webhooks queued"), report.level)
 
-    @admin.action(description="Rotate the signing secret (the old one signs for an overlap)",
-                  permissions=["rotate_secret"])
+    @admin.action(
+        description="Rotate the signing secret (the old one signs for an overlap)", permissions=["rotate_secret"]
+    )
     def rotate_secret(self, request, queryset):
         return confirm_with_reason(
-            self, request, queryset, verb="rotate the secret of", done="rotated",
+            self,
+            request,
+            queryset,
+            verb="rotate the secret of",
+            done="rotated",
             apply=lambda endpoint, reason: webhook_endpoint_rotate_secret(
                 endpoint=endpoint, actor=request.user, reason=reason
             ),
@@ -140,7 +153,11 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Re-enable disabled endpoints", permissions=["enable"])
     def reenable(self, request, queryset):
         return confirm_with_reason(
-            self, request, queryset, verb="re-enable", done="re-enabled",
+            self,
+            request,
+            queryset,
+            verb="re-enable",
+            done="re-enabled",
             apply=lambda endpoint, reason: webhook_endpoint_enable(
                 endpoint=endpoint, actor=request.user, reason=reason
             ),
@@ -149,7 +166,11 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     @admin.action(description="Disable endpoints (the merchant is e-mailed)", permissions=["enable"])
     def disable(self, request, queryset):
         return confirm_with_reason(
-            self, request, queryset, verb="disable", done="disabled",
+            self,
+            request,
+            queryset,
+            verb="disable",
+            done="disabled",
             apply=lambda endpoint, reason: webhook_endpoint_disable(
                 endpoint=endpoint, actor=request.user, reason=reason
             ),
@@ -165,7 +186,13 @@ class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     can_delete = False
     verbose_name_plural = "tries"
     fields = [
-        "number", "started_at", "succeeded", "http_status", "duration_ms", "error", "response_excerpt",
+        "number",
+        "started_at",
+        "succeeded",
+        "http_status",
+        "duration_ms",
+        "error",
+        "response_excerpt",
         "destination",
     ]
     readonly_fields = fields
@@ -174,8 +201,16 @@ class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
-        "event_id", "event_type", "channel", "short_destination", "status", "tries", "next_attempt_at",
-        "payment_link", "merchant", "created_at",
+        "event_id",
+        "event_type",
+        "channel",
+        "short_destination",
+        "status",
+        "tries",
+        "next_attempt_at",
+        "payment_link",
+        "merchant",
+        "created_at",
     ]
     list_filter = ["status", "event_type", "merchant", "channel", "created_at"]
     search_fields = ["event_id", "payment__public_id", "destination"]
@@ -185,9 +220,23 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = ["resend"]
     inlines = [DeliveryAttemptInline, JobInline]
     fields = [
-        "event_id", "event_type", "status", "channel", "destination", "endpoint", "merchant", "payment_link",
-        "attempt_count", "next_attempt_at", "delivered_at", "last_error", "resend_of", "requested_by",
-        "created_at", "updated_at", "payload_display",
+        "event_id",
+        "event_type",
+        "status",
+        "channel",
+        "destination",
+        "endpoint",
+        "merchant",
+        "payment_link",
+        "attempt_count",
+        "next_attempt_at",
+        "delivered_at",
+        "last_error",
+        "resend_of",
+        "requested_by",
+        "created_at",
+        "updated_at",
+        "payload_display",
     ]
     readonly_fields = fields
 
@@ -220,7 +269,11 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description="Resend (a new delivery with the same event id)", permissions=["resend"])
     def resend(self, request, queryset):
         return confirm_with_reason(
-            self, request, queryset, verb="resend", done="queued again",
+            self,
+            request,
+            queryset,
+            verb="resend",
+            done="queued again",
             apply=lambda notification, reason: notification_resend(
                 notification=notification, actor=request.user, reason=reason
             ),

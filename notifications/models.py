@@ -17,7 +17,9 @@ class WebhookEndpoint(models.Model):
 
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="webhook_endpoints")
     url = models.CharField(
-        "URL", max_length=2000, validators=[validate_webhook_url],
+        "URL",
+        max_length=2000,
+        validators=[validate_webhook_url],
         help_text="An https:// URL on the public internet.",
     )
     description = models.CharField(max_length=200, blank=True)
@@ -61,8 +63,10 @@ class WebhookEndpoint(models.Model):
         unknown = [str(name) for name in self.event_types if name not in SUBSCRIBABLE_EVENTS]
         if unknown:
             raise ValidationError(
-                {"event_types": f"Unknown event types: {', '.join(unknown)}. "
-                                f"Choose from {', '.join(SUBSCRIBABLE_EVENTS)}."}
+                {
+                    "event_types": f"Unknown event types: {', '.join(unknown)}. "
+                    f"Choose from {', '.join(SUBSCRIBABLE_EVENTS)}."
+                }
             )
 
     def wants(self, event_type: str) -> bool:
@@ -98,32 +102,28 @@ class Notification(models.Model):
     event_id = models.CharField(max_length=40, db_index=True)
     event_type = models.CharField(max_length=50, choices=EventType.choices)
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="notifications")
-    payment = models.ForeignKey(
-        Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"
-    )
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications")
     payment_event = models.ForeignKey(
-        PaymentEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        PaymentEvent,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="The status change that raised it.",
     )
-    refund = models.ForeignKey(
-        Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"
-    )
+    refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications")
     channel = models.CharField(max_length=10, choices=Channel.choices)
     endpoint = models.ForeignKey(
         WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"
     )
     destination = models.CharField(max_length=2000, help_text="The URL or e-mail address when it was created.")
     body = models.TextField("payload", help_text="The JSON body exactly as sent.")
-    status = models.CharField(
-        max_length=20, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
-    )
+    status = models.CharField(max_length=20, choices=NotificationStatus.choices, default=NotificationStatus.PENDING)
     attempt_count = models.PositiveIntegerField("tries", default=0)
     next_attempt_at = models.DateTimeField("next attempt", null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
-    resend_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="resends"
-    )
+    resend_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="resends")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -9,13 +9,16 @@ from notifications.events import SUBSCRIBABLE_EVENTS, EventType
 
 class WebhookEndpointForm(forms.Form):
     url = forms.CharField(
-        label="URL", max_length=2000,
+        label="URL",
+        max_length=2000,
         help_text="The https:// address of your receiver, on the public internet.",
         widget=forms.TextInput(attrs={"placeholder": "https://shop.example/paydesk/webhooks", "inputmode": "url"}),
     )
     description = forms.CharField(max_length=200, required=False)
     event_types = forms.MultipleChoiceField(
-        label="Events", required=False, widget=forms.CheckboxSelectMultiple,
+        label="Events",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
         choices=[(event, EventType(event).label) for event in SUBSCRIBABLE_EVENTS],
         help_text="Tick none to receive every event.",
     )

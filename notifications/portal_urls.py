@@ -13,6 +13,8 @@ urlpatterns = [
     path("<int:endpoint_id>/", portal_views.endpoint_detail, name="detail"),
     path("<int:endpoint_id>/edit/", portal_views.endpoint_edit, name="edit"),
     path("<int:endpoint_id>/secret/", portal_views.endpoint_reveal_secret, name="reveal_secret"),
-    *(path(f"<int:endpoint_id>/{action}/", portal_views.endpoint_action, {"action": action}, name=action)
-      for action in portal_views.ENDPOINT_ACTIONS),
+    *(
+        path(f"<int:endpoint_id>/{action}/", portal_views.endpoint_action, {"action": action}, name=action)
+        for action in portal_views.ENDPOINT_ACTIONS
+    ),
 ]

@@ -46,9 +46,7 @@ def _endpoint_or_404(request, endpoint_id: int) -> WebhookEndpoint:
 
 
 def _with_attempts(notifications):
-    return notifications.prefetch_related(
-        Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number"))
-    )
+    return notifications.prefetch_related(Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
 
 
 @require_GET
@@ -97,24 +95,28 @@ def endpoint_edit(request, endpoint_id: int):
 
 
 def _render_detail(request, endpoint: WebhookEndpoint, *, revealed: bool = False):
-    notifications = _with_attempts(
-        Notification.objects.filter(endpoint=endpoint, merchant=request.merchant)
-    )[:RECENT_NOTIFICATIONS]
+    notifications = _with_attempts(Notification.objects.filter(endpoint=endpoint, merchant=request.merchant))[
+        :RECENT_NOTIFICATIONS
+    ]
     soon = timezone.now() + timedelta(seconds=30)
     in_flight = any(
-        n.status == NotificationStatus.DELIVERING or (n.status == NotificationStatus.PENDING and n.next_attempt_at
-                                                       and n.next_attempt_at <= soon)
+        n.status == NotificationStatus.DELIVERING
+        or (n.status == NotificationStatus.PENDING and n.next_attempt_at and n.next_attempt_at <= soon)
         for n in notifications
     )
     secrets = endpoint.signing_secrets(timezone.now())
-    response = render(request, "merchant/webhooks_detail.html", {
-        "endpoint": endpoint,
-        "notifications": notifications,
-        "in_flight": in_flight and not revealed,
-        "masked_secret": mask_secret(endpoint.secret),
-        "revealed_secrets": secrets if revealed else [],
-        "previous_secret_until": endpoint.previous_secret_expires_at if len(secrets) > 1 else None,
-    })
+    response = render(
+        request,
+        "merchant/webhooks_detail.html",
+        {
+            "endpoint": endpoint,
+            "notifications": notifications,
+            "in_flight": in_flight and not revealed,
+            "masked_secret": mask_secret(endpoint.secret),
+            "revealed_secrets": secrets if revealed else [],
+            "previous_secret_until": endpoint.previous_secret_expires_at if len(secrets) > 1 else None,
+        },
+    )
     if revealed:
         add_never_cache_headers(response)  # never keep a page with a secret in any cache
     return response
@@ -137,7 +139,8 @@ def endpoint_reveal_secret(request, endpoint_id: int):
 ENDPOINT_ACTIONS = {
     "rotate_secret": (
         lambda endpoint, user: webhook_endpoint_rotate_secret(
-            endpoint=endpoint, actor=user, reason="rotated by the merchant in the portal"),
+            endpoint=endpoint, actor=user, reason="rotated by the merchant in the portal"
+        ),
         "New signing secret made. The previous one keeps signing beside it for a while: switch your receiver now.",
     ),
     "send_test": (
@@ -146,12 +149,14 @@ ENDPOINT_ACTIONS = {
     ),
     "disable": (
         lambda endpoint, user: webhook_endpoint_disable(
-            endpoint=endpoint, actor=user, reason="disabled by the merchant in the portal", by_merchant=True),
+            endpoint=endpoint, actor=user, reason="disabled by the merchant in the portal", by_merchant=True
+        ),
         "Endpoint disabled: nothing more is sent to it until you enable it again.",
     ),
     "enable": (
         lambda endpoint, user: webhook_endpoint_enable(
-            endpoint=endpoint, actor=user, reason="enabled by the merchant in the portal"),
+            endpoint=endpoint, actor=user, reason="enabled by the merchant in the portal"
+        ),
         "Endpoint enabled. What it missed while disabled is not sent again.",
     ),
 }
@@ -180,12 +185,19 @@ def webhook_attention(sender, *, merchant, membership, **kwargs) -> list[Attenti
     webhooks = Notification.objects.filter(merchant=merchant, channel=Channel.WEBHOOK)
     url = reverse("merchant_webhooks:list") if membership.is_owner else ""
     return [
-        AttentionItem("Disabled webhook endpoints",
-                      WebhookEndpoint.objects.filter(merchant=merchant, enabled=False).count(), url),
-        AttentionItem("Webhooks that failed for good in the last 7 days",
-                      webhooks.filter(status=NotificationStatus.FAILED, updated_at__gte=week_ago).count(), url),
-        AttentionItem("Webhooks being retried",
-                      webhooks.filter(status=NotificationStatus.PENDING, attempt_count__gte=1).count(), url),
+        AttentionItem(
+            "Disabled webhook endpoints", WebhookEndpoint.objects.filter(merchant=merchant, enabled=False).count(), url
+        ),
+        AttentionItem(
+            "Webhooks that failed for good in the last 7 days",
+            webhooks.filter(status=NotificationStatus.FAILED, updated_at__gte=week_ago).count(),
+            url,
+        ),
+        AttentionItem(
+            "Webhooks being retried",
+            webhooks.filter(status=NotificationStatus.PENDING, attempt_count__gte=1).count(),
+            url,
+        ),
     ]
 
 
@@ -193,6 +205,4 @@ def payment_notifications_section(sender, *, request, merchant, payment, **kwarg
     notifications = _with_attempts(
         Notification.objects.filter(payment=payment, merchant=merchant).order_by("created_at", "id")
     )
-    return render_to_string(
-        "merchant/webhooks_payment_section.html", {"notifications": notifications}, request=request
-    )
+    return render_to_string("merchant/webhooks_payment_section.html", {"notifications": notifications}, request=request)

@@ -53,19 +53,20 @@ class DeliveryOutcome:
 
 # --- endpoints ------------------------------------------------------------------------------
 
+
 def webhook_endpoint_create(
     *, merchant: Merchant, url: str, event_types: list[str] | None = None, description: str = "", actor=None
 ) -> WebhookEndpoint:
     """Save a new endpoint with a fresh secret, after checking its URL (resolving the host:
     no private, loopback, link-local or metadata address) and its event types."""
-    endpoint = WebhookEndpoint(
-        merchant=merchant, url=url, event_types=list(event_types or []), description=description
-    )
+    endpoint = WebhookEndpoint(merchant=merchant, url=url, event_types=list(event_types or []), description=description)
     endpoint.full_clean()
     with transaction.atomic():
         endpoint.save()
         audit_record(
-            actor=actor, action="webhook_endpoint_create", target=endpoint,
+            actor=actor,
+            action="webhook_endpoint_create",
+            target=endpoint,
             details={"url": url, "event_types": endpoint.event_types},
         )
     return endpoint
@@ -90,7 +91,8 @@ def webhook_endpoint_update(
         endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
         changes = {
             field: [getattr(endpoint, field), value]
-            for field, value in wanted.items() if getattr(endpoint, field) != value
+            for field, value in wanted.items()
+            if getattr(endpoint, field) != value
         }
         if not changes:
             return endpoint
@@ -111,11 +113,20 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor, reason: 
         endpoint.previous_secret_expires_at = now + timedelta(seconds=settings.WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS)
         endpoint.secret = new_signing_secret()
         endpoint.secret_rotated_at = now
-        endpoint.save(update_fields=[
-            "previous_secret", "previous_secret_expires_at", "secret", "secret_rotated_at", "updated_at",
-        ])
+        endpoint.save(
+            update_fields=[
+                "previous_secret",
+                "previous_secret_expires_at",
+                "secret",
+                "secret_rotated_at",
+                "updated_at",
+            ]
+        )
         audit_record(
-            actor=actor, action="webhook_secret_rotate", target=endpoint, reason=reason,
+            actor=actor,
+            action="webhook_secret_rotate",
+            target=endpoint,
+            reason=reason,
             details={"previous_secret_valid_until": endpoint.previous_secret_expires_at.isoformat()},
         )
     return endpoint
@@ -133,7 +144,10 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor, reason: str = "
         endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = True, "", None
         endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at", "updated_at"])
         audit_record(
-            actor=actor, action="webhook_endpoint_enable", target=endpoint, reason=reason,
+            actor=actor,
+            action="webhook_endpoint_enable",
+            target=endpoint,
+            reason=reason,
             details={"was_disabled_because": was_disabled_because},
         )
     return endpoint
@@ -163,7 +177,12 @@ def webhook_endpoint_disable(
 
 
 def _endpoint_disable(
-    endpoint: WebhookEndpoint, *, disabled_reason: str, audit_reason: str, actor=None, gone: bool = False,
+    endpoint: WebhookEndpoint,
+    *,
+    disabled_reason: str,
+    audit_reason: str,
+    actor=None,
+    gone: bool = False,
     tell_merchant: bool = True,
 ) -> None:
     """On a locked, enabled endpoint. `disabled_reason` is shown to the merchant."""
@@ -171,14 +190,19 @@ def _endpoint_disable(
     endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = False, disabled_reason[:255], now
     endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at", "updated_at"])
     stopped = Notification.objects.filter(endpoint=endpoint, status=NotificationStatus.PENDING).update(
-        status=NotificationStatus.DISABLED, next_attempt_at=None,
+        status=NotificationStatus.DISABLED,
+        next_attempt_at=None,
         last_error=f"endpoint disabled: {disabled_reason}"[:2000],
         updated_at=now,
     )
     audit_record(
-        actor=actor, action="webhook_endpoint_disable", target=endpoint, reason=audit_reason,
+        actor=actor,
+        action="webhook_endpoint_disable",
+        target=endpoint,
+        reason=audit_reason,
         details={
-            "disabled_reason": disabled_reason, "pending_notifications_stopped": stopped,
+            "disabled_reason": disabled_reason,
+            "pending_notifications_stopped": stopped,
             "merchant_told": tell_merchant,
         },
     )
@@ -207,18 +231,27 @@ def webhook_test_send(*, endpoint: WebhookEndpoint, actor) -> Notification:
             raise NotificationError("the endpoint is disabled; re-enable it first", code="endpoint_disabled")
         event_id, now = new_event_id(), timezone.now()
         body = event_body(
-            event_id=event_id, event_type=EventType.WEBHOOK_TEST, created_at=now,
+            event_id=event_id,
+            event_type=EventType.WEBHOOK_TEST,
+            created_at=now,
             data={"object": "test", "message": "A test webhook from Paydesk: the signature shows it came from us."},
         )
         notification = _notification_create(
-            event_id=event_id, event_type=EventType.WEBHOOK_TEST, merchant=endpoint.merchant, body=body,
-            channel=Channel.WEBHOOK, endpoint=endpoint, destination=endpoint.url, requested_by=actor,
+            event_id=event_id,
+            event_type=EventType.WEBHOOK_TEST,
+            merchant=endpoint.merchant,
+            body=body,
+            channel=Channel.WEBHOOK,
+            endpoint=endpoint,
+            destination=endpoint.url,
+            requested_by=actor,
         )
         audit_record(actor=actor, action="webhook_test_send", target=endpoint, details={"event_id": event_id})
     return notification
 
 
 # --- creating notifications -------------------------------------------------------------------
+
 
 def _notification_create(*, requested_by=None, **fields) -> Notification:
     now = timezone.now()
@@ -258,8 +291,13 @@ def notifications_create_for_event(
     event_id, now = new_event_id(), timezone.now()
     body = event_body(event_id=event_id, event_type=event_type, created_at=now, data=data)
     common = {
-        "event_id": event_id, "event_type": event_type, "merchant": merchant, "body": body,
-        "payment": payment, "payment_event": payment_event, "refund": refund,
+        "event_id": event_id,
+        "event_type": event_type,
+        "merchant": merchant,
+        "body": body,
+        "payment": payment,
+        "payment_event": payment_event,
+        "refund": refund,
     }
     created = [
         _notification_create(channel=Channel.WEBHOOK, endpoint=endpoint, destination=endpoint.url, **common)
@@ -287,20 +325,31 @@ def notification_resend(*, notification: Notification, actor, reason: str = "") 
                 raise NotificationError("its endpoint is disabled; re-enable it first", code="endpoint_disabled")
             destination = endpoint.url
         resend = _notification_create(
-            event_id=original.event_id, event_type=original.event_type, merchant=original.merchant,
-            payment_id=original.payment_id, payment_event_id=original.payment_event_id,
-            refund_id=original.refund_id, body=original.body,
-            channel=original.channel, endpoint_id=original.endpoint_id, destination=destination,
-            resend_of=original, requested_by=actor,
+            event_id=original.event_id,
+            event_type=original.event_type,
+            merchant=original.merchant,
+            payment_id=original.payment_id,
+            payment_event_id=original.payment_event_id,
+            refund_id=original.refund_id,
+            body=original.body,
+            channel=original.channel,
+            endpoint_id=original.endpoint_id,
+            destination=destination,
+            resend_of=original,
+            requested_by=actor,
         )
         audit_record(
-            actor=actor, action="notification_resend", target=original, reason=reason,
+            actor=actor,
+            action="notification_resend",
+            target=original,
+            reason=reason,
             details={"event_id": original.event_id, "resend_id": resend.pk},
         )
     return resend
 
 
 # --- delivering (called by the job) -------------------------------------------------------------
+
 
 def _stale_after() -> timedelta:
     # Longer than any live try can take (connect + read timeouts and the excerpt), shorter
@@ -362,15 +411,20 @@ def notification_send_rollback_unsafe(*, attempt: DeliveryAttempt) -> DeliveryOu
         if notification.channel == Channel.WEBHOOK:
             endpoint = WebhookEndpoint.objects.get(pk=notification.endpoint_id)
             headers = signature_headers(
-                message_id=notification.event_id, body=notification.body,
-                signing_secrets=endpoint.signing_secrets(started), at=started,
+                message_id=notification.event_id,
+                body=notification.body,
+                signing_secrets=endpoint.signing_secrets(started),
+                at=started,
             )
             response = webhook_post_rollback_unsafe(
                 url=attempt.destination, body=notification.body.encode("utf-8"), headers=headers
             )
             return DeliveryOutcome(
-                succeeded=response.succeeded, duration_ms=response.duration_ms, http_status=response.http_status,
-                response_excerpt=response.response_excerpt, error=response.error,
+                succeeded=response.succeeded,
+                duration_ms=response.duration_ms,
+                http_status=response.http_status,
+                response_excerpt=response.response_excerpt,
+                error=response.error,
             )
         notification_email(notification).send(fail_silently=False)
     except Exception as error:  # an unexpected fault is one failed try, logged, retried on schedule
@@ -436,8 +490,8 @@ def notification_delivery_finish(*, attempt_id: int, outcome: DeliveryOutcome) -
             notification.delivered_at, notification.last_error = timezone.now(), ""
             notification.save(update_fields=["status", "delivered_at", "last_error", "updated_at"])
         elif notification.channel == Channel.WEBHOOK and outcome.endpoint_gone:
-            endpoint = WebhookEndpoint.objects.select_for_update().select_related("merchant").get(
-                pk=notification.endpoint_id
+            endpoint = (
+                WebhookEndpoint.objects.select_for_update().select_related("merchant").get(pk=notification.endpoint_id)
             )
             notification.status, notification.last_error = NotificationStatus.DISABLED, outcome.error
             notification.save(update_fields=["status", "last_error", "updated_at"])
@@ -447,7 +501,10 @@ def notification_delivery_finish(*, attempt_id: int, outcome: DeliveryOutcome) -
         else:
             _after_failed_try(notification, attempt)
         logger.info(
-            "notification %s (%s) try %s: %s", notification.pk, notification.event_id, attempt.number,
+            "notification %s (%s) try %s: %s",
+            notification.pk,
+            notification.event_id,
+            attempt.number,
             notification.status,
         )
     return notification

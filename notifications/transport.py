@@ -303,13 +303,12 @@ def webhook_post_rollback_unsafe(*, url: str, body: bytes, headers: dict[str, st
         return WebhookResponse(http_status=None, duration_ms=elapsed_ms(), error=f"refused: {error}")
     except InvalidIPAddress as error:
         return WebhookResponse(
-            http_status=None, duration_ms=elapsed_ms(),
+            http_status=None,
+            duration_ms=elapsed_ms(),
             error=f"refused: the connection would go to a non-public address ({error})",
         )
     except requests.exceptions.Timeout:
-        return WebhookResponse(
-            http_status=None, duration_ms=elapsed_ms(), error=f"timed out after {timeout:g} s"
-        )
+        return WebhookResponse(http_status=None, duration_ms=elapsed_ms(), error=f"timed out after {timeout:g} s")
     except requests.RequestException as error:
         return WebhookResponse(
             http_status=None, duration_ms=elapsed_ms(), error=f"{type(error).__name__}: {error}"[:500]

@@ -381,15 +381,26 @@ class PaymentAdmin(admin.ModelAdmin):
             )
 
         return confirm_with_form(
-            self, request, queryset, verb="refund", done="refund requested", describe=payment_summary,
-            form_class=RefundActionForm, apply=apply,
+            self,
+            request,
+            queryset,
+            verb="refund",
+            done="refund requested",
+            describe=payment_summary,
+            form_class=RefundActionForm,
+            apply=apply,
             form_kwargs={"payment": single, "remaining_minor": refund_remaining_minor(single) if single else None},
         )
 
     @admin.action(description="Ask for a manual settlement (unknown payments)", permissions=["settle"])
     def request_settlement(self, request, queryset):
         return confirm_with_form(
-            self, request, queryset, verb="settle by hand", done="sent for approval", describe=payment_summary,
+            self,
+            request,
+            queryset,
+            verb="settle by hand",
+            done="sent for approval",
+            describe=payment_summary,
             form_class=SettlementRequestForm,
             apply=lambda payment, data: resolution_request(
                 payment=payment, resolve_to=data["resolve_to"], reason=data["reason"], requested_by=request.user
@@ -431,15 +442,39 @@ class RefundEventInline(ReadOnlyInline, admin.TabularInline):
 
 @admin.register(Refund)
 class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["public_id", "payment_link", "amount", "status", "needs_approval", "requested_by",
-                    "decided_by", "created_at"]
+    list_display = [
+        "public_id",
+        "payment_link",
+        "amount",
+        "status",
+        "needs_approval",
+        "requested_by",
+        "decided_by",
+        "created_at",
+    ]
     list_filter = [AwaitingMyApprovalFilter, "status", "needs_approval", "created_at"]
     search_fields = ["public_id", "payment__public_id", "payment__merchant_reference", "gateway_reference"]
     date_hierarchy = "created_at"
     actions = ["approve", "reject"]
-    fields = ["public_id", "payment_link", "amount", "status", "reason", "needs_approval", "requested_by",
-              "approved_by", "rejected_by", "decision_note", "decided_at", "gateway_reference", "error_code",
-              "error_message", "completed_at", "created_at", "jobs"]
+    fields = [
+        "public_id",
+        "payment_link",
+        "amount",
+        "status",
+        "reason",
+        "needs_approval",
+        "requested_by",
+        "approved_by",
+        "rejected_by",
+        "decision_note",
+        "decided_at",
+        "gateway_reference",
+        "error_code",
+        "error_message",
+        "completed_at",
+        "created_at",
+        "jobs",
+    ]
     readonly_fields = fields
     inlines = [RefundEventInline]
 
@@ -463,8 +498,14 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def jobs(self, refund: Refund) -> str:
         jobs = Job.objects.filter(func="payments.jobs.refund_payment", kwargs__refund_id=refund.pk)
         rows = [
-            format_html("{} {} ({}/{}) {}", job_admin_link(job), job.status, job.attempts, job.max_attempts,
-                        job.last_error[:200])
+            format_html(
+                "{} {} ({}/{}) {}",
+                job_admin_link(job),
+                job.status,
+                job.attempts,
+                job.max_attempts,
+                job.last_error[:200],
+            )
             for job in jobs
         ]
         return format_html("<br>".join(["{}"] * len(rows)), *rows) if rows else "-"
@@ -475,7 +516,12 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description="Approve refunds (as the second person)", permissions=["approve"])
     def approve(self, request, queryset):
         return confirm_with_form(
-            self, request, queryset, verb="approve", done="approved", form_class=DecisionForm,
+            self,
+            request,
+            queryset,
+            verb="approve",
+            done="approved",
+            form_class=DecisionForm,
             describe=lambda refund: f"{refund.public_id} {refund.amount_display} for {refund.payment.public_id}",
             apply=lambda refund, data: refund_approve(refund=refund, approver=request.user, note=data["note"]),
         )
@@ -483,7 +529,12 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description="Reject refunds", permissions=["approve"])
     def reject(self, request, queryset):
         return confirm_with_form(
-            self, request, queryset, verb="reject", done="rejected", form_class=DecisionForm,
+            self,
+            request,
+            queryset,
+            verb="reject",
+            done="rejected",
+            form_class=DecisionForm,
             describe=lambda refund: f"{refund.public_id} {refund.amount_display} for {refund.payment.public_id}",
             apply=lambda refund, data: refund_reject(refund=refund, approver=request.user, note=data["note"]),
         )
@@ -495,8 +546,17 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = [AwaitingMyApprovalFilter, "status", "resolve_to"]
     search_fields = ["payment__public_id"]
     actions = ["approve", "reject"]
-    fields = ["payment_link", "resolve_to", "status", "reason", "requested_by", "decided_by", "decision_note",
-              "created_at", "decided_at"]
+    fields = [
+        "payment_link",
+        "resolve_to",
+        "status",
+        "reason",
+        "requested_by",
+        "decided_by",
+        "decision_note",
+        "created_at",
+        "decided_at",
+    ]
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -513,14 +573,24 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description="Approve settlements (as the second person)", permissions=["approve"])
     def approve(self, request, queryset):
         return confirm_with_form(
-            self, request, queryset, verb="approve", done="applied", form_class=DecisionForm,
+            self,
+            request,
+            queryset,
+            verb="approve",
+            done="applied",
+            form_class=DecisionForm,
             apply=lambda item, data: resolution_approve(request=item, approver=request.user, note=data["note"]),
         )
 
     @admin.action(description="Reject settlements", permissions=["approve"])
     def reject(self, request, queryset):
         return confirm_with_form(
-            self, request, queryset, verb="reject", done="rejected", form_class=DecisionForm,
+            self,
+            request,
+            queryset,
+            verb="reject",
+            done="rejected",
+            form_class=DecisionForm,
             apply=lambda item, data: resolution_reject(request=item, approver=request.user, note=data["note"]),
         )
 

@@ -112,7 +112,9 @@ class RefundActionForm(forms.Form):
             from payments.money import format_minor
 
             self.fields["amount"].label = f"Amount ({payment.currency})"
-            self.fields["amount"].help_text = (
+            self.fields[
+                "amount"
+            ].help_text = (
                 f"Remaining refundable: {format_minor(remaining_minor or 0, payment.currency)}. Empty: all of it."
             )
             if not self.is_bound and remaining_minor:
@@ -127,17 +129,21 @@ class RefundActionForm(forms.Form):
 
 class SettlementRequestForm(forms.Form):
     resolve_to = forms.ChoiceField(
-        label="Settle as", choices=[("succeeded", "Succeeded: the customer was charged"),
-                                    ("failed", "Failed: nothing was taken")]
+        label="Settle as",
+        choices=[("succeeded", "Succeeded: the customer was charged"), ("failed", "Failed: nothing was taken")],
     )
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000, strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        max_length=2000,
+        strip=True,
         help_text="What you checked at the processor. A second person must approve.",
     )
 
 
 class DecisionForm(forms.Form):
     note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}), max_length=2000, strip=True,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        max_length=2000,
+        strip=True,
         help_text="Recorded with your name; the requester sees it.",
     )

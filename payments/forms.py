@@ -101,9 +101,7 @@ class PortalPaymentForm(PaymentAddForm):
     gateway's test tokens, and a maximum shown in the currency."""
 
     merchant = None  # always the merchant the user is working for, never a form value
-    amount = forms.CharField(
-        max_length=30, help_text="In the currency's major unit: 12.34 EUR, 1200 JPY, 1.234 KWD."
-    )
+    amount = forms.CharField(max_length=30, help_text="In the currency's major unit: 12.34 EUR, 1200 JPY, 1.234 KWD.")
     currency = forms.ChoiceField(choices=[(code, code) for code in PORTAL_CURRENCIES])
     payment_method = forms.ChoiceField(
         label="Test token", choices=[(token, TEST_TOKEN_LABELS.get(token, token)) for token in TOKENS]
@@ -114,7 +112,12 @@ class PortalPaymentForm(PaymentAddForm):
     )
 
     field_order = [
-        "amount", "currency", "payment_method", "customer_email", "merchant_reference", "description",
+        "amount",
+        "currency",
+        "payment_method",
+        "customer_email",
+        "merchant_reference",
+        "description",
         "idempotency_key",
     ]
 
@@ -140,8 +143,11 @@ class PortalPaymentForm(PaymentAddForm):
         if hasattr(error, "error_dict") and "idempotency_key" in error.error_dict:
             # The form was submitted before with other values (back, edit, submit): say so, and
             # give it a fresh key so that submitting again is a deliberate new payment.
-            self.add_error(None, "This form was already used to create a payment with different details. "
-                                 "Check the details and submit again to create another payment.")
+            self.add_error(
+                None,
+                "This form was already used to create a payment with different details. "
+                "Check the details and submit again to create another payment.",
+            )
             self.data = self.data.copy()
             self.data["idempotency_key"] = new_portal_idempotency_key()
             error = ValidationError({k: v for k, v in error.error_dict.items() if k != "idempotency_key"})
@@ -154,8 +160,12 @@ class PaymentFilterForm(forms.Form):
     """The payments list's filters, read from the query string. Invalid fields are ignored
     (and shown with their error); the valid ones apply, to the list and its CSV alike."""
 
-    q = forms.CharField(label="Search", required=False, max_length=100,
-                        widget=forms.TextInput(attrs={"placeholder": "Reference or customer e-mail"}))
+    q = forms.CharField(
+        label="Search",
+        required=False,
+        max_length=100,
+        widget=forms.TextInput(attrs={"placeholder": "Reference or customer e-mail"}),
+    )
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *PaymentStatus.choices])
     currency = forms.ChoiceField(required=False)
     date_from = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -197,20 +207,26 @@ REFUND_SUBMISSION_SALT = "payments.forms.RefundForm.submission"
 def refund_submission_token(payment: Payment, user) -> str:
     """A one-time token for one refund form of one user and payment: a double submit is caught
     when the second post finds the token already used."""
-    return signing.dumps({"payment": payment.public_id, "user": user.pk, "nonce": secrets.token_urlsafe(16)},
-                         salt=REFUND_SUBMISSION_SALT)
+    return signing.dumps(
+        {"payment": payment.public_id, "user": user.pk, "nonce": secrets.token_urlsafe(16)}, salt=REFUND_SUBMISSION_SALT
+    )
 
 
 class RefundForm(forms.Form):
     amount = forms.CharField(max_length=30)
-    reason = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 3}),
-                             help_text="Why the money goes back; kept with the refund.")
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Why the money goes back; kept with the refund.",
+    )
     submission_token = forms.CharField(widget=forms.HiddenInput)
 
     def __init__(self, *args, payment: Payment, user, remaining_minor: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.payment, self.user, self.remaining_minor = payment, user, remaining_minor
-        self.fields["amount"].help_text = (
+        self.fields[
+            "amount"
+        ].help_text = (
             f"In {payment.currency}; up to {format_minor(remaining_minor, payment.currency)} remains refundable."
         )
         if not self.is_bound:
@@ -233,8 +249,7 @@ class RefundForm(forms.Form):
 
     def clean_submission_token(self) -> str:
         try:
-            token = signing.loads(self.cleaned_data["submission_token"], salt=REFUND_SUBMISSION_SALT,
-                                  max_age=24 * 3600)
+            token = signing.loads(self.cleaned_data["submission_token"], salt=REFUND_SUBMISSION_SALT, max_age=24 * 3600)
         except signing.BadSignature:
             token = None
         if not token or token.get("payment") != self.payment.public_id or token.get("user") != self.user.pk:

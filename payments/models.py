@@ -59,12 +59,8 @@ class Payment(FSMModelMixin, models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
     public_id = models.CharField(max_length=40, unique=True, default=new_public_id, editable=False)
     amount_minor = models.BigIntegerField(help_text="Amount in the currency's minor unit (cents).")
-    currency = models.CharField(
-        max_length=3, validators=[RegexValidator(r"^[A-Z]{3}$"), validate_currency]
-    )
-    status = FSMField(
-        max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.PENDING, protected=True
-    )
+    currency = models.CharField(max_length=3, validators=[RegexValidator(r"^[A-Z]{3}$"), validate_currency])
+    status = FSMField(max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.PENDING, protected=True)
     payment_method = models.CharField(
         max_length=64, help_text="A payment method token; card numbers are never accepted."
     )
@@ -84,13 +80,9 @@ class Payment(FSMModelMixin, models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(status__in=PaymentStatus.values), name="payment_status_valid"
-            ),
+            models.CheckConstraint(condition=models.Q(status__in=PaymentStatus.values), name="payment_status_valid"),
             models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="payment_amount_positive"),
-            models.CheckConstraint(
-                condition=models.Q(currency__regex=r"^[A-Z]{3}$"), name="payment_currency_code"
-            ),
+            models.CheckConstraint(condition=models.Q(currency__regex=r"^[A-Z]{3}$"), name="payment_currency_code"),
             models.UniqueConstraint(
                 fields=["merchant", "idempotency_key"], name="payment_idempotency_key_per_merchant"
             ),
@@ -169,9 +161,7 @@ class PaymentAttempt(models.Model):
         ordering = ["payment", "number"]
         constraints = [
             models.UniqueConstraint(fields=["payment", "number"], name="attempt_number_per_payment"),
-            models.CheckConstraint(
-                condition=models.Q(outcome__in=AttemptOutcome.values), name="attempt_outcome_valid"
-            ),
+            models.CheckConstraint(condition=models.Q(outcome__in=AttemptOutcome.values), name="attempt_outcome_valid"),
         ]
 
     def __str__(self) -> str:

@@ -4,14 +4,24 @@ its own frozen copy; this one restores them where a test flushed the tables."""
 from django.contrib.auth.models import Group, Permission
 
 VIEW = [
-    "payments.view_merchant", "payments.view_payment", "payments.view_paymentattempt",
-    "payments.view_paymentevent", "payments.view_refund", "payments.view_refundevent",
-    "payments.view_resolutionrequest", "backoffice.view_job", "backoffice.view_auditentry",
+    "payments.view_merchant",
+    "payments.view_payment",
+    "payments.view_paymentattempt",
+    "payments.view_paymentevent",
+    "payments.view_refund",
+    "payments.view_refundevent",
+    "payments.view_resolutionrequest",
+    "backoffice.view_job",
+    "backoffice.view_auditentry",
 ]
 ROLES: dict[str, list[str]] = {
     "Operators": [
-        "payments.process_payment", "payments.retry_payment", "payments.cancel_payment",
-        "backoffice.requeue_job", "backoffice.cancel_job", "payments.request_resolution",
+        "payments.process_payment",
+        "payments.retry_payment",
+        "payments.cancel_payment",
+        "backoffice.requeue_job",
+        "backoffice.cancel_job",
+        "payments.request_resolution",
     ],
     "Finance": ["payments.request_refund"],
     "Approvers": ["payments.approve_refund", "payments.approve_resolution"],

@@ -43,8 +43,18 @@ class PaymentError(ValidationError):
 
 # --- creating -----------------------------------------------------------------------------
 
-def _validate_new_payment(*, merchant, amount_minor, currency, payment_method, idempotency_key,
-                          merchant_reference, customer_email, description) -> None:
+
+def _validate_new_payment(
+    *,
+    merchant,
+    amount_minor,
+    currency,
+    payment_method,
+    idempotency_key,
+    merchant_reference,
+    customer_email,
+    description,
+) -> None:
     errors: dict[str, list[str]] = {}
 
     def refuse(field: str, message: str) -> None:
@@ -96,9 +106,14 @@ def payment_create(
     """Create a pending payment and queue its processing, in one transaction. The same
     idempotency key with the same parameters returns the first payment; with others it is refused."""
     _validate_new_payment(
-        merchant=merchant, amount_minor=amount_minor, currency=currency, payment_method=payment_method,
-        idempotency_key=idempotency_key, merchant_reference=merchant_reference,
-        customer_email=customer_email, description=description,
+        merchant=merchant,
+        amount_minor=amount_minor,
+        currency=currency,
+        payment_method=payment_method,
+        idempotency_key=idempotency_key,
+        merchant_reference=merchant_reference,
+        customer_email=customer_email,
+        description=description,
     )
     params = {
         "amount_minor": amount_minor,
@@ -128,15 +143,18 @@ def payment_create(
     differing = sorted(name for name, value in params.items() if getattr(existing, name) != value)
     if differing:
         raise PaymentError(
-            {"idempotency_key": [
-                f"This idempotency key was already used for payment {existing.public_id} with a "
-                f"different {', '.join(differing)}."
-            ]}
+            {
+                "idempotency_key": [
+                    f"This idempotency key was already used for payment {existing.public_id} with a "
+                    f"different {', '.join(differing)}."
+                ]
+            }
         )
     return existing
 
 
 # --- transitions ----------------------------------------------------------------------------
+
 
 def _record_event(payment: Payment, *, from_status: str, actor=None, actor_label: str = "", reason: str = ""):
     event = PaymentEvent.objects.create(
@@ -167,8 +185,11 @@ def _locked(payment_id: int) -> Payment:
 
 def _enqueue_processing(payment: Payment, *, actor=None) -> Job:
     return job_enqueue(
-        func=PROCESS_JOB, kwargs={"payment_id": payment.pk}, queue="payments",
-        concerns=payment, requested_by=actor,
+        func=PROCESS_JOB,
+        kwargs={"payment_id": payment.pk},
+        queue="payments",
+        concerns=payment,
+        requested_by=actor,
     )
 
 
@@ -178,8 +199,11 @@ def _refuse(payment: Payment, expected: str) -> PaymentError:
 
 def payment_active_jobs(payment: Payment, func: str = PROCESS_JOB):
     return Job.objects.filter(
-        content_type__app_label="payments", content_type__model="payment", object_id=str(payment.pk),
-        func=func, status__in=ACTIVE_JOB_STATUSES,
+        content_type__app_label="payments",
+        content_type__model="payment",
+        object_id=str(payment.pk),
+        func=func,
+        status__in=ACTIVE_JOB_STATUSES,
     )
 
 
@@ -221,6 +245,7 @@ def payment_cancel(*, payment: Payment, actor, reason: str = "") -> Payment:
 
 # --- processing (called by jobs) ----------------------------------------------------------
 
+
 def payment_processing_start(*, payment_id: int) -> PaymentAttempt | None:
     """Lock the payment and return the attempt to send to the gateway: a new one for a
     pending payment, or the open one of a payment whose previous run died mid-call (same
@@ -260,8 +285,12 @@ def payment_charge_result_apply(*, attempt_id: int, result: ChargeResult) -> Pay
             _transition(payment, "fail", actor_label="worker", reason=f"declined: {result.error_code}")
         else:
             attempt.outcome = AttemptOutcome.UNKNOWN
-            _transition(payment, "mark_unknown", actor_label="worker",
-                        reason=f"no clear answer from the gateway: {result.error_code}")
+            _transition(
+                payment,
+                "mark_unknown",
+                actor_label="worker",
+                reason=f"no clear answer from the gateway: {result.error_code}",
+            )
             _schedule_recovery(payment, lookups_done=0)
         attempt.save()
     return payment
@@ -272,7 +301,10 @@ def _schedule_recovery(payment: Payment, *, lookups_done: int) -> Job | None:
     if lookups_done >= len(schedule):
         return None
     return job_enqueue(
-        func=RECOVER_JOB, kwargs={"payment_id": payment.pk}, queue="payments", concerns=payment,
+        func=RECOVER_JOB,
+        kwargs={"payment_id": payment.pk},
+        queue="payments",
+        concerns=payment,
         run_at=timezone.now() + timedelta(seconds=schedule[lookups_done]),
     )
 
@@ -306,8 +338,12 @@ def payment_lookup_result_apply(*, attempt_id: int, result: LookupResult) -> Pay
             _transition(payment, "fail", actor_label="recovery", reason=f"gateway lookup: declined {result.error_code}")
         elif result.outcome == GatewayOutcome.NOT_FOUND:
             attempt.outcome = AttemptOutcome.NOT_FOUND
-            _transition(payment, "fail", actor_label="recovery",
-                        reason="gateway lookup: no charge under this attempt's key, nothing was taken")
+            _transition(
+                payment,
+                "fail",
+                actor_label="recovery",
+                reason="gateway lookup: no charge under this attempt's key, nothing was taken",
+            )
         elif _schedule_recovery(payment, lookups_done=attempt.lookups) is None:
             payment.needs_review = True
             payment.save(update_fields=["needs_review", "updated_at"])
@@ -320,6 +356,7 @@ def payment_summary(payment: Payment) -> str:
 
 
 # --- refunds ----------------------------------------------------------------------------------
+
 
 def _require_reason(reason: str, what: str) -> str:
     reason = (reason or "").strip()
@@ -348,9 +385,12 @@ def refund_approval_threshold_minor(currency: str) -> int:
 
 def _record_refund_event(refund: Refund, *, from_status: str, actor=None, actor_label: str = "", reason: str = ""):
     event = RefundEvent.objects.create(
-        refund=refund, from_status=from_status, to_status=refund.status,
+        refund=refund,
+        from_status=from_status,
+        to_status=refund.status,
         actor=actor if getattr(actor, "pk", None) else None,
-        actor_label=actor_label or ("" if getattr(actor, "pk", None) else "system"), reason=reason,
+        actor_label=actor_label or ("" if getattr(actor, "pk", None) else "system"),
+        reason=reason,
     )
     refund_status_changed.send(
         sender=Refund, refund=refund, event=event, from_status=from_status, to_status=refund.status
@@ -367,7 +407,10 @@ def _refund_transition(refund: Refund, name: str, *, actor=None, actor_label: st
 
 def _enqueue_refund(refund: Refund, *, actor=None) -> Job:
     return job_enqueue(
-        func=REFUND_JOB, kwargs={"refund_id": refund.pk}, queue="payments", concerns=refund.payment,
+        func=REFUND_JOB,
+        kwargs={"refund_id": refund.pk},
+        queue="payments",
+        concerns=refund.payment,
         requested_by=actor,
     )
 
@@ -396,24 +439,35 @@ def _refund_create(*, payment: Payment, amount_minor: int, reason: str, requeste
         remaining = refund_remaining_minor(payment)
         if amount_minor > remaining:
             raise PaymentError(
-                {"amount_minor": [
-                    f"{format_minor(amount_minor, payment.currency)} is more than the "
-                    f"{format_minor(remaining, payment.currency)} that remains refundable."
-                ]},
+                {
+                    "amount_minor": [
+                        f"{format_minor(amount_minor, payment.currency)} is more than the "
+                        f"{format_minor(remaining, payment.currency)} that remains refundable."
+                    ]
+                },
                 code="amount_exceeds_remaining",
             )
         needs_approval = amount_minor >= refund_approval_threshold_minor(payment.currency)
         refund = Refund.objects.create(
-            payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requested_by,
+            payment=payment,
+            amount_minor=amount_minor,
+            reason=reason,
+            requested_by=requested_by,
             needs_approval=needs_approval,
         )
         _record_refund_event(refund, from_status="", actor=requested_by, reason=reason)
-        audit_record(actor=requested_by, action="refund_request", target=payment, reason=reason,
-                     details={"refund": refund.public_id, "amount_minor": amount_minor, **(audit_details or {})})
+        audit_record(
+            actor=requested_by,
+            action="refund_request",
+            target=payment,
+            reason=reason,
+            details={"refund": refund.public_id, "amount_minor": amount_minor, **(audit_details or {})},
+        )
         if not needs_approval:
             refund.decided_at = timezone.now()
-            _refund_transition(refund, "approve", actor_label="system",
-                               reason="below the approval threshold: approved automatically")
+            _refund_transition(
+                refund, "approve", actor_label="system", reason="below the approval threshold: approved automatically"
+            )
             _enqueue_refund(refund, actor=requested_by)
     return refund
 
@@ -436,8 +490,13 @@ def refund_approve(*, refund: Refund, approver, note: str = "") -> Refund:
         refund = _locked_refund_for_decision(refund, approver, "approve refunds")
         refund.approved_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note.strip()
         _refund_transition(refund, "approve", actor=approver, reason=note.strip() or "approved")
-        audit_record(actor=approver, action="refund_approve", target=refund.payment, reason=note.strip(),
-                     details={"refund": refund.public_id})
+        audit_record(
+            actor=approver,
+            action="refund_approve",
+            target=refund.payment,
+            reason=note.strip(),
+            details={"refund": refund.public_id},
+        )
         _enqueue_refund(refund, actor=approver)
     return refund
 
@@ -449,8 +508,13 @@ def refund_reject(*, refund: Refund, approver, note: str) -> Refund:
         refund = _locked_refund_for_decision(refund, approver, "reject refunds")
         refund.rejected_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note
         _refund_transition(refund, "reject", actor=approver, reason=note)
-        audit_record(actor=approver, action="refund_reject", target=refund.payment, reason=note,
-                     details={"refund": refund.public_id})
+        audit_record(
+            actor=approver,
+            action="refund_reject",
+            target=refund.payment,
+            reason=note,
+            details={"refund": refund.public_id},
+        )
     return refund
 
 
@@ -495,13 +559,16 @@ def refund_result_apply(*, refund_id: int, result: RefundResult) -> Refund:
         _refund_transition(refund, "succeed", actor_label="worker", reason="refunded by the gateway")
         refunded = payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(total=Sum("amount_minor"))["total"]
         _transition(
-            payment, "refund_fully" if refunded >= payment.amount_minor else "refund_partially",
-            actor_label="worker", reason=f"refund {refund.public_id} of {refund.amount_display} succeeded",
+            payment,
+            "refund_fully" if refunded >= payment.amount_minor else "refund_partially",
+            actor_label="worker",
+            reason=f"refund {refund.public_id} of {refund.amount_display} succeeded",
         )
     return refund
 
 
 # --- settling unknown payments by hand ------------------------------------------------------
+
 
 def resolution_request(*, payment: Payment, resolve_to: str, reason: str, requested_by) -> ResolutionRequest:
     """Ask to settle an unknown payment as succeeded or failed; nothing changes until a
@@ -519,8 +586,13 @@ def resolution_request(*, payment: Payment, resolve_to: str, reason: str, reques
         request = ResolutionRequest.objects.create(
             payment=payment, resolve_to=resolve_to, reason=reason, requested_by=requested_by
         )
-        audit_record(actor=requested_by, action="resolution_request", target=payment, reason=reason,
-                     details={"resolve_to": resolve_to})
+        audit_record(
+            actor=requested_by,
+            action="resolution_request",
+            target=payment,
+            reason=reason,
+            details={"resolve_to": resolve_to},
+        )
     return request
 
 
@@ -544,13 +616,22 @@ def resolution_approve(*, request: ResolutionRequest, approver, note: str = "") 
         if payment.status != PaymentStatus.UNKNOWN:
             raise _refuse(payment, "unknown any more")
         reason = f"settled by hand: {request.reason} (asked by {request.requested_by}, approved by {approver})"
-        _transition(payment, "succeed" if request.resolve_to == PaymentStatus.SUCCEEDED else "fail",
-                    actor=approver, reason=reason)
+        _transition(
+            payment,
+            "succeed" if request.resolve_to == PaymentStatus.SUCCEEDED else "fail",
+            actor=approver,
+            reason=reason,
+        )
         request.status, request.decided_by = ResolutionStatus.APPROVED, approver
         request.decided_at, request.decision_note = timezone.now(), note.strip()
         request.save()
-        audit_record(actor=approver, action="resolution_approve", target=payment, reason=note.strip(),
-                     details={"resolved_to": payment.status})
+        audit_record(
+            actor=approver,
+            action="resolution_approve",
+            target=payment,
+            reason=note.strip(),
+            details={"resolved_to": payment.status},
+        )
     return request
 
 
@@ -568,16 +649,24 @@ def resolution_reject(*, request: ResolutionRequest, approver, note: str) -> Res
 
 # --- the merchant portal ---------------------------------------------------------------------
 
+
 def refund_request_by_merchant(*, payment: Payment, amount_minor: int, reason: str, requested_by) -> Refund:
     """A merchant's owner asks to refund one of the merchant's payments: the same locked checks
     and approval threshold as staff requests (a large one waits for a staff approver)."""
     allowed = (
-        getattr(requested_by, "pk", None) and requested_by.is_active and payment.merchant.is_active
+        getattr(requested_by, "pk", None)
+        and requested_by.is_active
+        and payment.merchant.is_active
         and Membership.objects.filter(
             user=requested_by, merchant_id=payment.merchant_id, role=Membership.Role.OWNER
         ).exists()
     )
     if not allowed:
         raise PaymentError("Only an owner of this merchant can request its refunds.", code="permission_denied")
-    return _refund_create(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requested_by,
-                          audit_details={"via": "merchant portal"})
+    return _refund_create(
+        payment=payment,
+        amount_minor=amount_minor,
+        reason=reason,
+        requested_by=requested_by,
+        audit_details={"via": "merchant portal"},
+    )

@@ -16,7 +16,13 @@ from payments.gateways.base import (
 )
 
 __all__ = [
-    "ChargeRequest", "ChargeResult", "Gateway", "GatewayOutcome", "LookupResult", "RefundRequest", "RefundResult",
+    "ChargeRequest",
+    "ChargeResult",
+    "Gateway",
+    "GatewayOutcome",
+    "LookupResult",
+    "RefundRequest",
+    "RefundResult",
     "get_gateway",
 ]
 

@@ -70,16 +70,26 @@ class SimulatedGateway:
 
         self._sleep(0.5)
         magic = request.amount_minor % 1000
-        if magic == 15 and not SimulatedGatewayRecord.objects.filter(
-            idempotency_key=f"{request.idempotency_key}:error-seen"
-        ).exists():
+        if (
+            magic == 15
+            and not SimulatedGatewayRecord.objects.filter(
+                idempotency_key=f"{request.idempotency_key}:error-seen"
+            ).exists()
+        ):
             self._store(
-                idempotency_key=f"{request.idempotency_key}:error-seen", kind="marker", token="",
-                amount_minor=request.amount_minor, currency=request.currency, approved=False,
+                idempotency_key=f"{request.idempotency_key}:error-seen",
+                kind="marker",
+                token="",
+                amount_minor=request.amount_minor,
+                currency=request.currency,
+                approved=False,
                 decline_code="gateway_error",
             )
-            return RefundResult(outcome=GatewayOutcome.UNKNOWN, error_code="gateway_error",
-                                error_message="The gateway answered 502 Bad Gateway.")
+            return RefundResult(
+                outcome=GatewayOutcome.UNKNOWN,
+                error_code="gateway_error",
+                error_message="The gateway answered 502 Bad Gateway.",
+            )
         charge = SimulatedGatewayRecord.objects.filter(
             kind="charge", reference=request.charge_reference, approved=True
         ).first()
@@ -98,14 +108,21 @@ class SimulatedGateway:
             decline = ""
         first_call = not SimulatedGatewayRecord.objects.filter(idempotency_key=request.idempotency_key).exists()
         record = self._store(
-            idempotency_key=request.idempotency_key, kind="refund", token=request.charge_reference,
-            amount_minor=request.amount_minor, currency=request.currency, approved=not decline,
+            idempotency_key=request.idempotency_key,
+            kind="refund",
+            token=request.charge_reference,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            approved=not decline,
             decline_code=decline,
         )
         self._sleep(0.5)
         if magic == 14 and first_call:
-            return RefundResult(outcome=GatewayOutcome.UNKNOWN, error_code="timeout",
-                                error_message="No answer from the gateway in time.")
+            return RefundResult(
+                outcome=GatewayOutcome.UNKNOWN,
+                error_code="timeout",
+                error_message="No answer from the gateway in time.",
+            )
         return RefundResult(
             outcome=GatewayOutcome.SUCCEEDED if record.approved else GatewayOutcome.DECLINED,
             gateway_reference=record.reference,
@@ -129,12 +146,18 @@ class SimulatedGateway:
     def _record(self, request: ChargeRequest):
         """The charge under this key: the existing one if any, so a repeat never charges twice."""
         approved = request.payment_method in ("tok_success", "tok_timeout")
-        decline_code = "" if approved else (
-            "card_declined" if request.payment_method == "tok_decline" else "invalid_payment_method"
+        decline_code = (
+            ""
+            if approved
+            else ("card_declined" if request.payment_method == "tok_decline" else "invalid_payment_method")
         )
         return self._store(
-            idempotency_key=request.idempotency_key, kind="charge", token=request.payment_method,
-            amount_minor=request.amount_minor, currency=request.currency, approved=approved,
+            idempotency_key=request.idempotency_key,
+            kind="charge",
+            token=request.payment_method,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            approved=approved,
             decline_code=decline_code,
         )
 

@@ -68,15 +68,21 @@ def payments_needing_attention(merchant: Merchant) -> list[AttentionItem]:
     payments = Payment.objects.filter(merchant=merchant)
     refunds = Refund.objects.filter(payment__merchant=merchant)
     items = [
-        AttentionItem("Failed payments in the last 7 days",
-                      payments.filter(status=PaymentStatus.FAILED, created_at__gte=week_ago).count(),
-                      f"{payments_url}?status={PaymentStatus.FAILED}&date_from={week_ago.date().isoformat()}"),
-        AttentionItem("Payments awaiting the bank's answer (unknown)",
-                      payments.filter(status=PaymentStatus.UNKNOWN).count(),
-                      f"{payments_url}?status={PaymentStatus.UNKNOWN}"),
+        AttentionItem(
+            "Failed payments in the last 7 days",
+            payments.filter(status=PaymentStatus.FAILED, created_at__gte=week_ago).count(),
+            f"{payments_url}?status={PaymentStatus.FAILED}&date_from={week_ago.date().isoformat()}",
+        ),
+        AttentionItem(
+            "Payments awaiting the bank's answer (unknown)",
+            payments.filter(status=PaymentStatus.UNKNOWN).count(),
+            f"{payments_url}?status={PaymentStatus.UNKNOWN}",
+        ),
         AttentionItem("Refunds awaiting approval by Paydesk", refunds.filter(status=RefundStatus.REQUESTED).count()),
-        AttentionItem("Refunds failed in the last 7 days",
-                      refunds.filter(status=RefundStatus.FAILED, updated_at__gte=week_ago).count()),
+        AttentionItem(
+            "Refunds failed in the last 7 days",
+            refunds.filter(status=RefundStatus.FAILED, updated_at__gte=week_ago).count(),
+        ),
     ]
     return [item for item in items if item.count]
 
@@ -142,8 +148,12 @@ def attempt_for_merchant(attempt: PaymentAttempt) -> AttemptForMerchant:
     else:
         code, message = "", "Waiting for the bank."
     return AttemptForMerchant(
-        number=attempt.number, at=attempt.created_at, completed_at=attempt.completed_at,
-        outcome=attempt.get_outcome_display(), code=code, message=message,
+        number=attempt.number,
+        at=attempt.created_at,
+        completed_at=attempt.completed_at,
+        outcome=attempt.get_outcome_display(),
+        code=code,
+        message=message,
     )
 
 
@@ -171,6 +181,6 @@ def payment_status_token(payment: Payment) -> str:
 
 
 def is_moving(payment: Payment) -> bool:
-    return payment.status in MOVING_PAYMENT_STATUSES or payment.refunds.filter(
-        status__in=MOVING_REFUND_STATUSES
-    ).exists()
+    return (
+        payment.status in MOVING_PAYMENT_STATUSES or payment.refunds.filter(status__in=MOVING_REFUND_STATUSES).exists()
+    )

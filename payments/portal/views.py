@@ -104,12 +104,16 @@ def dashboard(request):
     attention = payments_needing_attention(merchant) + contributed_attention(
         merchant=merchant, membership=request.membership
     )
-    return render(request, "merchant/dashboard.html", {
-        "periods": dashboard_periods(merchant),
-        "attention": attention,
-        "latest_payments": merchant_payments(request)[:10],
-        "moving_statuses": MOVING_PAYMENT_STATUSES,
-    })
+    return render(
+        request,
+        "merchant/dashboard.html",
+        {
+            "periods": dashboard_periods(merchant),
+            "attention": attention,
+            "latest_payments": merchant_payments(request)[:10],
+            "moving_statuses": MOVING_PAYMENT_STATUSES,
+        },
+    )
 
 
 def _filter_form(request) -> PaymentFilterForm:
@@ -125,16 +129,29 @@ def payment_list(request):
     page = Paginator(payments, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "merchant/payment_list.html", {
-        "filters": filters,
-        "page": page,
-        "query": query.urlencode(),
-        "moving_statuses": MOVING_PAYMENT_STATUSES,
-    })
+    return render(
+        request,
+        "merchant/payment_list.html",
+        {
+            "filters": filters,
+            "page": page,
+            "query": query.urlencode(),
+            "moving_statuses": MOVING_PAYMENT_STATUSES,
+        },
+    )
 
 
-CSV_HEADER = ["payment", "created_at", "status", "amount", "currency", "amount_minor", "reference",
-              "customer_email", "description"]
+CSV_HEADER = [
+    "payment",
+    "created_at",
+    "status",
+    "amount",
+    "currency",
+    "amount_minor",
+    "reference",
+    "customer_email",
+    "description",
+]
 
 
 def _csv_cell(value) -> str:
@@ -158,15 +175,27 @@ def payment_csv(request):
     def rows():
         yield writer.writerow(CSV_HEADER)
         for payment in payments.iterator(chunk_size=500):
-            yield writer.writerow([_csv_cell(value) for value in (
-                payment.public_id, payment.created_at.astimezone(UTC).isoformat(), payment.status,
-                minor_to_major_text(payment.amount_minor, payment.currency), payment.currency, payment.amount_minor,
-                payment.merchant_reference, payment.customer_email, payment.description,
-            )])
+            yield writer.writerow(
+                [
+                    _csv_cell(value)
+                    for value in (
+                        payment.public_id,
+                        payment.created_at.astimezone(UTC).isoformat(),
+                        payment.status,
+                        minor_to_major_text(payment.amount_minor, payment.currency),
+                        payment.currency,
+                        payment.amount_minor,
+                        payment.merchant_reference,
+                        payment.customer_email,
+                        payment.description,
+                    )
+                ]
+            )
 
     filename = f"payments-{request.merchant.slug}-{timezone.localdate().isoformat()}.csv"
     return StreamingHttpResponse(
-        rows(), content_type="text/csv; charset=utf-8",
+        rows(),
+        content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
@@ -194,17 +223,21 @@ def payment_detail(request, public_id: str):
     payment = merchant_payment_or_404(request, public_id)
     member_ids = member_user_ids(request.merchant)
     remaining = refund_remaining_minor(payment)
-    return render(request, "merchant/payment_detail.html", {
-        "payment": payment,
-        "timeline": payment_timeline(payment, member_ids),
-        "attempts": [attempt_for_merchant(attempt) for attempt in payment.attempts.order_by("number")],
-        "refunds": refunds_for_merchant(payment, member_ids),
-        "refund_remaining": format_minor(remaining, payment.currency) if payment.is_captured() else "",
-        "can_refund": request.membership.is_owner and remaining > 0 and payment.status != PaymentStatus.UNKNOWN,
-        "moving": is_moving(payment),
-        "status_token": payment_status_token(payment),
-        "sections": contributed_payment_sections(request, payment=payment),
-    })
+    return render(
+        request,
+        "merchant/payment_detail.html",
+        {
+            "payment": payment,
+            "timeline": payment_timeline(payment, member_ids),
+            "attempts": [attempt_for_merchant(attempt) for attempt in payment.attempts.order_by("number")],
+            "refunds": refunds_for_merchant(payment, member_ids),
+            "refund_remaining": format_minor(remaining, payment.currency) if payment.is_captured() else "",
+            "can_refund": request.membership.is_owner and remaining > 0 and payment.status != PaymentStatus.UNKNOWN,
+            "moving": is_moving(payment),
+            "status_token": payment_status_token(payment),
+            "sections": contributed_payment_sections(request, payment=payment),
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -258,7 +291,9 @@ def refund_new(request, public_id: str):
         else:
             try:
                 refund = refund_request_by_merchant(
-                    payment=payment, amount_minor=form.cleaned_data["amount"], reason=form.cleaned_data["reason"],
+                    payment=payment,
+                    amount_minor=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
                     requested_by=request.user,
                 )
             except PaymentError as error:
@@ -266,14 +301,20 @@ def refund_new(request, public_id: str):
                 form.renew_submission_token()
             else:
                 if refund.needs_approval:
-                    messages.success(request, f"Refund of {refund.amount_display} requested: "
-                                              "Paydesk approves refunds of this size before they are sent.")
+                    messages.success(
+                        request,
+                        f"Refund of {refund.amount_display} requested: "
+                        "Paydesk approves refunds of this size before they are sent.",
+                    )
                 else:
                     messages.success(request, f"Refund of {refund.amount_display} approved and on its way.")
                 return redirect("merchant:payment", public_id=payment.public_id)
-    return render(request, "merchant/refund_new.html", {
-        "payment": payment,
-        "form": form,
-        "remaining": format_minor(remaining, payment.currency),
-    })
-
+    return render(
+        request,
+        "merchant/refund_new.html",
+        {
+            "payment": payment,
+            "form": form,
+            "remaining": format_minor(remaining, payment.currency),
+        },
+    )

@@ -20,7 +20,10 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_production_settings_pass_check_deploy_with_no_warnings():
     result = manage(
-        "check", "--deploy", "--fail-level", "WARNING",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
         DJANGO_SECRET_KEY="a-production-secret-key-that-is-long-and-random-7f3k2j9x8c7v6b5n4m",
         DJANGO_ALLOWED_HOSTS="paydesk.example.com",
     )
@@ -36,10 +39,12 @@ def test_a_secret_key_is_required_when_debug_is_off():
 
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
-    [("JOBS_HEARTBEAT_SECONDS", "often", "JOBS_HEARTBEAT_SECONDS='often' is not valid"),
-     ("JOBS_DEFAULT_MAX_ATTEMPTS", "0", "JOBS_DEFAULT_MAX_ATTEMPTS must be greater than zero"),
-     ("JOBS_STALE_AFTER_SECONDS", "5", "must be longer than JOBS_HEARTBEAT_SECONDS"),
-     ("DJANGO_DEBUG", "perhaps", "DJANGO_DEBUG='perhaps' is not valid")],
+    [
+        ("JOBS_HEARTBEAT_SECONDS", "often", "JOBS_HEARTBEAT_SECONDS='often' is not valid"),
+        ("JOBS_DEFAULT_MAX_ATTEMPTS", "0", "JOBS_DEFAULT_MAX_ATTEMPTS must be greater than zero"),
+        ("JOBS_STALE_AFTER_SECONDS", "5", "must be longer than JOBS_HEARTBEAT_SECONDS"),
+        ("DJANGO_DEBUG", "perhaps", "DJANGO_DEBUG='perhaps' is not valid"),
+    ],
 )
 def test_bad_setting_values_fail_clearly(variable, value, message):
     result = manage("check", **{"DJANGO_DEBUG": "true", variable: value})

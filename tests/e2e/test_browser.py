@@ -26,8 +26,10 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM) and not IN_CI,
-                       reason="Debian's chromium is not installed (apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) and not IN_CI,
+        reason="Debian's chromium is not installed (apt-get install -y chromium)",
+    ),
 ]
 
 
@@ -36,8 +38,14 @@ def browser_type_launch_args(browser_type_launch_args):
     return {
         **browser_type_launch_args,
         "executable_path": CHROMIUM,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"],
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
     }
 
 
@@ -60,8 +68,9 @@ class PageShots:
             (self.directory / f"{number:02d}-{name}.png").write_bytes(image)
 
 
-def test_merchant_logs_in_pays_watches_it_succeed_and_refunds(page: Page, live_server, start_worker, merchant,
-                                                              output_path):
+def test_merchant_logs_in_pays_watches_it_succeed_and_refunds(
+    page: Page, live_server, start_worker, merchant, output_path
+):
     merchant_user("olga-owner", merchant)
     start_worker()
     shots = PageShots(page, Path(output_path))
@@ -112,8 +121,10 @@ def test_merchant_logs_in_pays_watches_it_succeed_and_refunds(page: Page, live_s
         expect(refunds.locator(".status")).to_have_text("Succeeded")
         expect(page.locator("#refund-remaining")).to_have_text("32.50 EUR")
         shots.take("refunded")
-        refund = wait_until(lambda: Refund.objects.filter(payment=payment, status=RefundStatus.SUCCEEDED).first(),
-                            message="the refund to succeed")
+        refund = wait_until(
+            lambda: Refund.objects.filter(payment=payment, status=RefundStatus.SUCCEEDED).first(),
+            message="the refund to succeed",
+        )
         assert refund.amount_minor == 10_00
 
         # and the list shows the payment with its new status

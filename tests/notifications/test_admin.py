@@ -77,22 +77,31 @@ def test_editing_an_endpoint_to_an_internal_url_shows_why_and_changes_nothing(op
     assert not AuditEntry.objects.filter(action="webhook_endpoint_update").exists()
 
 
-def test_editing_an_endpoint_goes_through_the_service_and_keeps_the_secret(operator_client, operator, public_endpoint,
-                                                                           dns):
+def test_editing_an_endpoint_goes_through_the_service_and_keeps_the_secret(
+    operator_client, operator, public_endpoint, dns
+):
     dns.answer("new.merchant.example", "93.184.215.15")
     url = reverse("admin:notifications_webhookendpoint_change", args=[public_endpoint.pk])
-    response = operator_client.post(url, {
-        "url": "https://new.merchant.example/in", "description": "moved", "event_types": ["refund.failed"],
-    })
+    response = operator_client.post(
+        url,
+        {
+            "url": "https://new.merchant.example/in",
+            "description": "moved",
+            "event_types": ["refund.failed"],
+        },
+    )
     assert response.status_code == 302
     endpoint = WebhookEndpoint.objects.get()
     assert (endpoint.url, endpoint.description, endpoint.event_types) == (
-        "https://new.merchant.example/in", "moved", ["refund.failed"]
+        "https://new.merchant.example/in",
+        "moved",
+        ["refund.failed"],
     )
     assert endpoint.secret == public_endpoint.secret and endpoint.merchant == public_endpoint.merchant
     entry = AuditEntry.objects.get(action="webhook_endpoint_update")
     assert entry.actor == operator and entry.details["changes"]["url"] == [
-        "https://hooks.merchant.example/hooks", "https://new.merchant.example/in"
+        "https://hooks.merchant.example/hooks",
+        "https://new.merchant.example/in",
     ]
 
 
@@ -117,16 +126,12 @@ def test_send_test_queues_a_test_webhook_per_enabled_endpoint(operator_client, m
         {"action": "send_test", "index": 0, ACTION_CHECKBOX_NAME: [public_endpoint.pk, disabled.pk]},
         follow=True,
     )
-    assert messages_of(response) == [
-        "1 test webhooks queued, 1 skipped: the endpoint is disabled; re-enable it first"
-    ]
+    assert messages_of(response) == ["1 test webhooks queued, 1 skipped: the endpoint is disabled; re-enable it first"]
     notification = Notification.objects.get()
     assert (notification.event_type, notification.endpoint) == ("webhook.test", public_endpoint)
 
 
-def test_rotate_secret_asks_for_a_reason_and_keeps_the_old_secret_for_the_overlap(
-    operator_client, public_endpoint
-):
+def test_rotate_secret_asks_for_a_reason_and_keeps_the_old_secret_for_the_overlap(operator_client, public_endpoint):
     old_secret = public_endpoint.secret
     first = run_action(operator_client, ENDPOINTS_URL, "rotate_secret", [public_endpoint], reason=None)
     assert first.status_code == 200 and "reason" in first.context["form"].fields
@@ -271,7 +276,5 @@ def test_payments_does_not_import_notifications():
 
 def test_each_action_needs_its_own_permission(public_endpoint):
     user = UserFactory(username="only-tests")
-    user.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_webhookendpoint", "send_test_webhook"])
-    )
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_webhookendpoint", "send_test_webhook"]))
     assert action_choices(logged_in(user).get(ENDPOINTS_URL)) & ENDPOINT_ACTIONS == {"send_test"}

@@ -38,7 +38,7 @@ def test_webhook_is_signed_and_verifies_on_the_bytes_received(endpoint, receiver
 
     run_due_deliveries()
 
-    (body, headers), = received(receiver)
+    ((body, headers),) = received(receiver)
     payload = Webhook(endpoint.secret).verify(body, headers)
     assert payload["type"] == "payment.succeeded"
     assert payload["data"]["id"] == payment.public_id
@@ -62,7 +62,7 @@ def test_a_forged_or_tampered_webhook_does_not_verify(endpoint, receiver, operat
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
     webhook_test_send(endpoint=endpoint, actor=operator)
     run_due_deliveries()
-    (body, headers), = received(receiver)
+    ((body, headers),) = received(receiver)
     with pytest.raises(WebhookVerificationError):
         Webhook(endpoint.secret).verify(body.replace(b"webhook.test", b"payment.succeeded"), headers)
     with pytest.raises(WebhookVerificationError):
@@ -72,9 +72,7 @@ def test_a_forged_or_tampered_webhook_does_not_verify(endpoint, receiver, operat
 
 
 @pytest.mark.django_db
-def test_during_a_rotation_both_secrets_sign_and_afterwards_only_the_new_one(
-    endpoint, receiver, operator, settings
-):
+def test_during_a_rotation_both_secrets_sign_and_afterwards_only_the_new_one(endpoint, receiver, operator, settings):
     settings.WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS = 3600
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
     old_secret = endpoint.secret
@@ -83,7 +81,7 @@ def test_during_a_rotation_both_secrets_sign_and_afterwards_only_the_new_one(
     webhook_test_send(endpoint=endpoint, actor=operator)
     run_due_deliveries()
 
-    (body, headers), = received(receiver)
+    ((body, headers),) = received(receiver)
     assert len(headers["Webhook-Signature"].split(" ")) == 2
     Webhook(old_secret).verify(body, headers)  # a receiver not yet switched
     Webhook(endpoint.secret).verify(body, headers)  # a receiver already switched
@@ -92,7 +90,7 @@ def test_during_a_rotation_both_secrets_sign_and_afterwards_only_the_new_one(
     with time_machine.travel(timezone.now() + timedelta(hours=1, seconds=1), tick=False):
         webhook_test_send(endpoint=endpoint, actor=operator)
         run_due_deliveries()
-        (body, headers), = received(receiver)
+        ((body, headers),) = received(receiver)
         assert len(headers["Webhook-Signature"].split(" ")) == 1
         Webhook(endpoint.secret).verify(body, headers)
         with pytest.raises(WebhookVerificationError):
@@ -151,9 +149,7 @@ def test_a_redirect_to_a_private_address_is_not_followed(endpoint, receiver, ope
 
 
 @pytest.mark.django_db
-def test_410_gone_disables_the_endpoint_stops_its_queue_and_emails_the_merchant(
-    endpoint, receiver, operator, merchant
-):
+def test_410_gone_disables_the_endpoint_stops_its_queue_and_emails_the_merchant(endpoint, receiver, operator, merchant):
     receiver.expect_request("/hooks").respond_with_data("gone", status=410)
     first = webhook_test_send(endpoint=endpoint, actor=operator)
     queued_behind = webhook_test_send(endpoint=endpoint, actor=operator)
@@ -170,12 +166,14 @@ def test_410_gone_disables_the_endpoint_stops_its_queue_and_emails_the_merchant(
     assert queued_behind.status == NotificationStatus.DISABLED
     email = Notification.objects.get(event_type=EventType.WEBHOOK_ENDPOINT_DISABLED)
     assert (email.channel, email.destination, email.status) == (
-        Channel.EMAIL, merchant.contact_email, NotificationStatus.DELIVERED,
+        Channel.EMAIL,
+        merchant.contact_email,
+        NotificationStatus.DELIVERED,
     )
     (message,) = mail.outbox
     assert message.to == [merchant.contact_email]
     assert endpoint.url in message.body and "410 Gone" in message.body
-    (html, mimetype), = message.alternatives
+    ((html, mimetype),) = message.alternatives
     assert mimetype == "text/html" and "410 Gone" in html
     assert endpoint.secret not in message.body + html
 
@@ -212,7 +210,7 @@ def test_payment_emails_have_text_and_html_bodies(merchant, make_payment):
     assert message.to == [merchant.contact_email]
     assert message.subject == f"[Paydesk] Payment {payment.public_id} succeeded"
     assert "1,234.56 EUR" in message.body and "order-9" in message.body
-    (html, mimetype), = message.alternatives
+    ((html, mimetype),) = message.alternatives
     assert mimetype == "text/html" and "1,234.56 EUR" in html
     notification = Notification.objects.get(channel=Channel.EMAIL)
     assert message.extra_headers["X-Paydesk-Event-Id"] == notification.event_id

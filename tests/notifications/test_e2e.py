@@ -18,8 +18,11 @@ def test_a_worker_delivers_a_signed_webhook_after_a_failed_try(
     receiver.expect_request("/hooks", method="POST").respond_with_data("ok")
     endpoint = webhook_endpoint_create(merchant=merchant, url=receiver.url_for("/hooks"))
     worker = start_worker(
-        "payments", "notifications", "default",
-        WEBHOOKS_ALLOW_LOOPBACK="true", WEBHOOKS_RETRY_SCHEDULE_SECONDS="0.5,0.5",
+        "payments",
+        "notifications",
+        "default",
+        WEBHOOKS_ALLOW_LOOPBACK="true",
+        WEBHOOKS_RETRY_SCHEDULE_SECONDS="0.5,0.5",
     )
 
     payment = make_payment()
@@ -37,5 +40,6 @@ def test_a_worker_delivers_a_signed_webhook_after_a_failed_try(
     assert (payload["type"], payload["data"]["id"]) == ("payment.succeeded", payment.public_id)
     wait_until(
         lambda: Notification.objects.filter(channel=Channel.EMAIL, status=NotificationStatus.DELIVERED).exists(),
-        timeout=30, message="the merchant's e-mail",
+        timeout=30,
+        message="the merchant's e-mail",
     )

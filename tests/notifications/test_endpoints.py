@@ -54,27 +54,37 @@ def endpoint_row(endpoint) -> dict:
 def test_update_saves_the_new_values_and_audits_only_what_changed(public_endpoint, operator):
     secret = public_endpoint.secret
     updated = webhook_endpoint_update(
-        endpoint=public_endpoint, url="https://new-hooks.merchant.example/in",
-        event_types=["payment.succeeded", "refund.failed"], description="shop", actor=operator,
+        endpoint=public_endpoint,
+        url="https://new-hooks.merchant.example/in",
+        event_types=["payment.succeeded", "refund.failed"],
+        description="shop",
+        actor=operator,
     )
     row = endpoint_row(public_endpoint)
     assert (row["url"], row["event_types"], row["description"]) == (
-        "https://new-hooks.merchant.example/in", ["payment.succeeded", "refund.failed"], "shop"
+        "https://new-hooks.merchant.example/in",
+        ["payment.succeeded", "refund.failed"],
+        "shop",
     )
     assert updated.url == row["url"] and row["secret"] == secret and row["enabled"]
     entry = AuditEntry.objects.get(action="webhook_endpoint_update")
     assert entry.actor == operator and entry.object_id == str(public_endpoint.pk)
-    assert entry.details == {"changes": {
-        "url": [HOOK_URL, "https://new-hooks.merchant.example/in"],
-        "event_types": [["payment.succeeded"], ["payment.succeeded", "refund.failed"]],
-    }}
+    assert entry.details == {
+        "changes": {
+            "url": [HOOK_URL, "https://new-hooks.merchant.example/in"],
+            "event_types": [["payment.succeeded"], ["payment.succeeded", "refund.failed"]],
+        }
+    }
 
 
 @pytest.mark.django_db
 def test_update_without_a_change_writes_nothing(public_endpoint, operator):
     before = endpoint_row(public_endpoint)
     webhook_endpoint_update(
-        endpoint=public_endpoint, url=HOOK_URL, event_types=["payment.succeeded"], description="shop",
+        endpoint=public_endpoint,
+        url=HOOK_URL,
+        event_types=["payment.succeeded"],
+        description="shop",
         actor=operator,
     )
     assert endpoint_row(public_endpoint) == before
@@ -152,10 +162,15 @@ def test_update_waits_for_the_row_lock_and_records_the_committed_values(public_e
 
     def merchant_edit():
         try:
-            result.append(webhook_endpoint_update(
-                endpoint=public_endpoint, url=HOOK_URL, event_types=["payment.succeeded"],
-                description="merchant wrote this", actor=operator,
-            ))
+            result.append(
+                webhook_endpoint_update(
+                    endpoint=public_endpoint,
+                    url=HOOK_URL,
+                    event_types=["payment.succeeded"],
+                    description="merchant wrote this",
+                    actor=operator,
+                )
+            )
         finally:
             connection.close()
 
@@ -218,8 +233,13 @@ def test_the_portal_seams_are_hooked_once_by_the_app_not_by_the_urlconf():
         "print(dashboard_attention.has_listeners(), payment_page_sections.has_listeners())"
     )
     answer = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False,
-        cwd=Path(__file__).resolve().parents[2], env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
     )
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.split() == ["True", "True"]

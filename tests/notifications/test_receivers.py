@@ -37,7 +37,9 @@ def test_a_succeeded_payment_notifies_each_interested_endpoint_and_emails_the_me
 
     notifications = list(Notification.objects.order_by("channel", "endpoint_id"))
     assert [(n.channel, n.endpoint) for n in notifications] == [
-        (Channel.EMAIL, None), (Channel.WEBHOOK, everything), (Channel.WEBHOOK, successes),
+        (Channel.EMAIL, None),
+        (Channel.WEBHOOK, everything),
+        (Channel.WEBHOOK, successes),
     ]
     assert len({n.event_id for n in notifications}) == 1
     event = payment.events.get(to_status="succeeded")

@@ -14,8 +14,10 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize(("amount", "event_type", "failure_code"), [(40_00, "refund.succeeded", ""),
-                                                                   (40_13, "refund.failed", "refund_declined")])
+@pytest.mark.parametrize(
+    ("amount", "event_type", "failure_code"),
+    [(40_00, "refund.succeeded", ""), (40_13, "refund.failed", "refund_declined")],
+)
 def test_refund_outcome_is_sent_to_webhooks_only(make_payment, endpoint, amount, event_type, failure_code):
     payment = make_payment(amount_minor=100_00)
     process_payment(payment.pk)
@@ -27,8 +29,13 @@ def test_refund_outcome_is_sent_to_webhooks_only(make_payment, endpoint, amount,
     assert sent.channel == "webhook" and sent.refund == refund and sent.payment == payment
     body = json.loads(sent.body)
     assert body["data"] == {
-        "object": "refund", "id": refund.public_id, "payment": payment.public_id, "status": event_type.split(".")[1],
-        "amount_minor": amount, "currency": "EUR", "failure_code": failure_code,
+        "object": "refund",
+        "id": refund.public_id,
+        "payment": payment.public_id,
+        "status": event_type.split(".")[1],
+        "amount_minor": amount,
+        "currency": "EUR",
+        "failure_code": failure_code,
         "created_at": body["data"]["created_at"],
     }
     assert "returned" not in sent.body and "refunder" not in sent.body  # staff notes stay inside

@@ -86,9 +86,7 @@ def test_a_success_after_failures_stops_the_schedule(endpoint, receiver, operato
 
 
 @pytest.mark.django_db
-def test_duplicate_runs_of_a_delivery_job_never_send_a_delivered_notification_again(
-    endpoint, receiver, operator
-):
+def test_duplicate_runs_of_a_delivery_job_never_send_a_delivered_notification_again(endpoint, receiver, operator):
     receiver.expect_request("/hooks").respond_with_data("ok")
     notification = webhook_test_send(endpoint=endpoint, actor=operator)
     job = Job.objects.get(func=DELIVER_JOB, kwargs__notification_id=notification.pk)
@@ -97,9 +95,7 @@ def test_duplicate_runs_of_a_delivery_job_never_send_a_delivered_notification_ag
     for _ in range(3):  # pushed twice, requeued by hand, run by a second worker...
         assert deliver_notification(**job.kwargs) == {"skipped": "nothing to deliver"}
     # ...or a job for any later try, left over from before.
-    assert deliver_notification(notification_id=notification.pk, attempt_number=2) == {
-        "skipped": "nothing to deliver"
-    }
+    assert deliver_notification(notification_id=notification.pk, attempt_number=2) == {"skipped": "nothing to deliver"}
     assert len(receiver.log) == 1
     assert DeliveryAttempt.objects.filter(notification=notification).count() == 1
 
@@ -109,9 +105,7 @@ def test_a_duplicate_run_of_an_old_try_does_not_send_again(endpoint, receiver, o
     receiver.expect_request("/hooks").respond_with_data("nope", status=500)
     notification = webhook_test_send(endpoint=endpoint, actor=operator)
     run_due_deliveries()
-    assert deliver_notification(notification_id=notification.pk, attempt_number=1) == {
-        "skipped": "nothing to deliver"
-    }
+    assert deliver_notification(notification_id=notification.pk, attempt_number=1) == {"skipped": "nothing to deliver"}
     assert len(receiver.log) == 1
 
 
@@ -128,9 +122,7 @@ def test_a_try_in_flight_elsewhere_is_not_made_twice(endpoint, receiver, operato
 
 
 @pytest.mark.django_db
-def test_a_try_left_open_by_a_dead_worker_is_closed_and_the_next_one_scheduled_not_resent(
-    endpoint, receiver, operator
-):
+def test_a_try_left_open_by_a_dead_worker_is_closed_and_the_next_one_scheduled_not_resent(endpoint, receiver, operator):
     receiver.expect_request("/hooks").respond_with_data("ok")
     notification = webhook_test_send(endpoint=endpoint, actor=operator)
     Job.objects.filter(func=DELIVER_JOB).update(status="running")  # claimed by a worker...

@@ -261,5 +261,5 @@ def test_delivery_connects_to_the_checked_address_with_the_merchants_host_name(
     run_due_deliveries()
     notification.refresh_from_db()
     assert notification.status == NotificationStatus.DELIVERED
-    (request, _response), = receiver.log
+    ((request, _response),) = receiver.log
     assert request.headers["Host"] == f"hooks.merchant.example:{receiver.port}"

@@ -288,7 +288,10 @@ def test_select_all_across_pages_acts_on_the_filtered_list(admin_client):
 
 def test_operator_sees_the_operator_payment_actions(operator_client):
     assert action_choices(operator_client.get(PAYMENTS_URL)) == {
-        "process_now", "retry_failed", "cancel_pending", "request_settlement"
+        "process_now",
+        "retry_failed",
+        "cancel_pending",
+        "request_settlement",
     }
 
 

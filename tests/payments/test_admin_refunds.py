@@ -42,8 +42,12 @@ def post(client, url, action, objects, **data):
 
 @pytest.mark.parametrize(
     ("role", "offered"),
-    [("Operators", {"process_now", "retry_failed", "cancel_pending", "request_settlement"}),
-     ("Finance", {"refund"}), ("Approvers", set()), ("Viewers", set())],
+    [
+        ("Operators", {"process_now", "retry_failed", "cancel_pending", "request_settlement"}),
+        ("Finance", {"refund"}),
+        ("Approvers", set()),
+        ("Viewers", set()),
+    ],
 )
 def test_each_role_sees_only_its_payment_actions(users, role, offered, captured):
     response = logged_in(users[role]).get(PAYMENTS_URL)
@@ -63,8 +67,13 @@ def test_refund_confirmation_defaults_to_the_remainder_and_refunds(users, captur
 
 @pytest.mark.parametrize(
     ("amount", "error"),
-    [("12.345", "decimal places"), ("abc", "Enter an amount"), ("0", "greater than zero"), ("-3", "greater than zero"),
-     ("100.01", "remains refundable")],
+    [
+        ("12.345", "decimal places"),
+        ("abc", "Enter an amount"),
+        ("0", "greater than zero"),
+        ("-3", "greater than zero"),
+        ("100.01", "remains refundable"),
+    ],
 )
 def test_bad_refund_amounts_show_in_the_page_and_write_nothing(users, captured, amount, error):
     client = logged_in(users["Finance"])
@@ -159,8 +168,15 @@ def test_refund_page_shows_events_and_jobs(admin_client, users, big_refund):
 def test_manual_settlement_through_the_admin(users, make_payment):
     payment = make_payment(payment_method="tok_error")
     process_payment(payment.pk)
-    post(logged_in(users["Operators"]), PAYMENTS_URL, "request_settlement", [payment], post="yes",
-         resolve_to="failed", reason="processor shows no charge")
+    post(
+        logged_in(users["Operators"]),
+        PAYMENTS_URL,
+        "request_settlement",
+        [payment],
+        post="yes",
+        resolve_to="failed",
+        reason="processor shows no charge",
+    )
     request = ResolutionRequest.objects.get()
     post(logged_in(users["Operators"]), SETTLEMENTS_URL, "approve", [request], post="yes", note="forged")
     payment.refresh_from_db()

@@ -38,7 +38,10 @@ def race(count: int, target):
 def test_double_submit_with_one_key_creates_one_payment(merchant):
     def submit(_):
         return services.payment_create(
-            merchant=merchant, amount_minor=500, currency="EUR", payment_method="tok_success",
+            merchant=merchant,
+            amount_minor=500,
+            currency="EUR",
+            payment_method="tok_success",
             idempotency_key="double-click",
         ).pk
 
@@ -51,7 +54,10 @@ def test_double_submit_with_one_key_creates_one_payment(merchant):
 def test_one_key_with_different_amounts_at_once_keeps_one_payment(merchant):
     def submit(i):
         return services.payment_create(
-            merchant=merchant, amount_minor=500 + i % 2, currency="EUR", payment_method="tok_success",
+            merchant=merchant,
+            amount_minor=500 + i % 2,
+            currency="EUR",
+            payment_method="tok_success",
             idempotency_key="racy",
         ).pk
 

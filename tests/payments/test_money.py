@@ -17,8 +17,14 @@ def test_unknown_or_unitless_currency_is_refused(code):
 
 @pytest.mark.parametrize(
     ("text", "currency", "minor"),
-    [("12.34", "EUR", 1234), ("12", "EUR", 1200), ("1200", "JPY", 1200), ("1.234", "KWD", 1234),
-     ("0.01", "EUR", 1), ("1,000.50", "EUR", 100050)],
+    [
+        ("12.34", "EUR", 1234),
+        ("12", "EUR", 1200),
+        ("1200", "JPY", 1200),
+        ("1.234", "KWD", 1234),
+        ("0.01", "EUR", 1),
+        ("1,000.50", "EUR", 100050),
+    ],
 )
 def test_major_amounts_parse_exactly_per_currency(text, currency, minor):
     assert parse_major_amount(text, currency) == minor
@@ -26,11 +32,20 @@ def test_major_amounts_parse_exactly_per_currency(text, currency, minor):
 
 @pytest.mark.parametrize(
     ("text", "currency", "code"),
-    [("12.345", "EUR", "too_many_decimals"), ("1.5", "JPY", "too_many_decimals"),
-     ("0", "EUR", "amount_not_positive"), ("-5", "EUR", "amount_not_positive"),
-     ("12a", "EUR", "invalid_amount"), ("NaN", "EUR", "invalid_amount"), ("", "EUR", "invalid_amount"),
-     ("Infinity", "EUR", "invalid_amount"), ("1e999999", "EUR", "invalid_amount"), ("1e2", "EUR", "invalid_amount"),
-     ("+5", "EUR", "invalid_amount"), ("1" * 16, "EUR", "invalid_amount")],
+    [
+        ("12.345", "EUR", "too_many_decimals"),
+        ("1.5", "JPY", "too_many_decimals"),
+        ("0", "EUR", "amount_not_positive"),
+        ("-5", "EUR", "amount_not_positive"),
+        ("12a", "EUR", "invalid_amount"),
+        ("NaN", "EUR", "invalid_amount"),
+        ("", "EUR", "invalid_amount"),
+        ("Infinity", "EUR", "invalid_amount"),
+        ("1e999999", "EUR", "invalid_amount"),
+        ("1e2", "EUR", "invalid_amount"),
+        ("+5", "EUR", "invalid_amount"),
+        ("1" * 16, "EUR", "invalid_amount"),
+    ],
 )
 def test_bad_major_amounts_are_refused_with_a_reason(text, currency, code):
     with pytest.raises(ValidationError) as error:

@@ -26,11 +26,14 @@ def test_owner_logs_in_and_lands_on_the_dashboard(owner):
 
 
 def test_login_follows_a_local_next_but_not_another_site(owner):
-    response = Client().post(url("login") + "?next=/merchant/payments/",
-                             {"username": "olga-owner", "password": PASSWORD, "next": "/merchant/payments/"})
+    response = Client().post(
+        url("login") + "?next=/merchant/payments/",
+        {"username": "olga-owner", "password": PASSWORD, "next": "/merchant/payments/"},
+    )
     assert response["Location"] == "/merchant/payments/"
-    response = Client().post(url("login"), {"username": "olga-owner", "password": PASSWORD,
-                                            "next": "https://evil.example/"})
+    response = Client().post(
+        url("login"), {"username": "olga-owner", "password": PASSWORD, "next": "https://evil.example/"}
+    )
     assert response["Location"] == url("dashboard")
 
 
@@ -136,9 +139,13 @@ def test_password_reset_mails_a_link_that_sets_a_new_password(owner):
     link = re.search(r"http://testserver(/merchant/reset/\S+/)", mail.outbox[0].body).group(1)
     form_page = client.get(link, follow=True)
     assert form_page.status_code == 200 and b"Choose a new password" in form_page.content
-    response = client.post(form_page.redirect_chain[-1][0], {
-        "new_password1": "a much newer passphrase 42", "new_password2": "a much newer passphrase 42",
-    })
+    response = client.post(
+        form_page.redirect_chain[-1][0],
+        {
+            "new_password1": "a much newer passphrase 42",
+            "new_password2": "a much newer passphrase 42",
+        },
+    )
     assert response.status_code == 302 and response["Location"] == url("password_reset_complete")
     assert log_in(Client(), "olga-owner", "a much newer passphrase 42").status_code == 302
 

@@ -15,8 +15,13 @@ PAYMENT_VIEWS = ["payment", "refund_new"]
 
 
 def written_rows() -> tuple[int, ...]:
-    return (Payment.objects.count(), PaymentEvent.objects.count(), Refund.objects.count(), Job.objects.count(),
-            AuditEntry.objects.count())
+    return (
+        Payment.objects.count(),
+        PaymentEvent.objects.count(),
+        Refund.objects.count(),
+        Job.objects.count(),
+        AuditEntry.objects.count(),
+    )
 
 
 @pytest.mark.parametrize("name", PAYMENT_VIEWS)
@@ -30,16 +35,18 @@ def test_another_merchants_payment_is_not_found_like_a_missing_one(owner_client,
 
 def test_refund_post_to_another_merchants_payment_is_404_and_writes_nothing(owner_client, other_payment):
     before = written_rows()
-    response = owner_client.post(url("refund_new", other_payment.public_id),
-                                 {"amount": "1.00", "reason": "mine now", "submission_token": "x"})
+    response = owner_client.post(
+        url("refund_new", other_payment.public_id), {"amount": "1.00", "reason": "mine now", "submission_token": "x"}
+    )
     assert response.status_code == 404 and written_rows() == before
 
 
 def test_refund_token_of_own_payment_cannot_refund_another_merchants(owner_client, captured, other_payment):
     mine = captured()
     token = owner_client.get(url("refund_new", mine.public_id)).context["form"]["submission_token"].value()
-    response = owner_client.post(url("refund_new", other_payment.public_id),
-                                 {"amount": "1.00", "reason": "r", "submission_token": token})
+    response = owner_client.post(
+        url("refund_new", other_payment.public_id), {"amount": "1.00", "reason": "r", "submission_token": token}
+    )
     assert response.status_code == 404 and not Refund.objects.exists()
 
 
@@ -69,9 +76,20 @@ def test_a_forged_session_merchant_falls_back_to_a_merchant_of_the_user(owner_cl
 def test_every_portal_url_is_covered_by_these_tests():
     """A new view must be added to the isolation tests (and to the lists below)."""
     assert {pattern.name for pattern in payments.urls.urlpatterns} == {
-        "dashboard", "login", "logout", "password_reset", "password_reset_done", "password_reset_confirm",
-        "password_reset_complete", "switch", "payments", "payments_csv", "payment_statuses", "payment_new",
-        "payment", "refund_new",
+        "dashboard",
+        "login",
+        "logout",
+        "password_reset",
+        "password_reset_done",
+        "password_reset_confirm",
+        "password_reset_complete",
+        "switch",
+        "payments",
+        "payments_csv",
+        "payment_statuses",
+        "payment_new",
+        "payment",
+        "refund_new",
     }
 
 
@@ -89,8 +107,10 @@ def test_every_form_post_needs_a_csrf_token(csrf_client, captured, merchant):
     payment = captured()
     before = written_rows()
     posts = [
-        (url("payment_new"), {"amount": "1.00", "currency": "EUR", "payment_method": "tok_success",
-                              "idempotency_key": "portal_csrf"}),
+        (
+            url("payment_new"),
+            {"amount": "1.00", "currency": "EUR", "payment_method": "tok_success", "idempotency_key": "portal_csrf"},
+        ),
         (url("refund_new", payment.public_id), {"amount": "1.00", "reason": "r", "submission_token": "x"}),
         (url("switch"), {"merchant": merchant.pk}),
         (url("logout"), {}),
@@ -113,10 +133,16 @@ def test_forms_render_a_csrf_token(owner_client, captured):
 def test_gets_change_nothing(owner_client, captured, merchant):
     payment = captured()
     before = written_rows()
-    for path in (url("dashboard"), url("payments"), url("payments_csv"), url("payment", payment.public_id),
-                 url("refund_new", payment.public_id), url("payment_new"),
-                 url("payment_new") + "?amount=1&currency=EUR&payment_method=tok_success&idempotency_key=k",
-                 url("payment_statuses") + f"?id={payment.public_id}"):
+    for path in (
+        url("dashboard"),
+        url("payments"),
+        url("payments_csv"),
+        url("payment", payment.public_id),
+        url("refund_new", payment.public_id),
+        url("payment_new"),
+        url("payment_new") + "?amount=1&currency=EUR&payment_method=tok_success&idempotency_key=k",
+        url("payment_statuses") + f"?id={payment.public_id}",
+    ):
         response = owner_client.get(path)
         if response.streaming:
             b"".join(response.streaming_content)

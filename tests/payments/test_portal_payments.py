@@ -42,10 +42,16 @@ def test_new_payment_form_carries_a_fresh_idempotency_key(owner_client):
     assert f'type="hidden" name="idempotency_key" value="{key}"' in first.content.decode()
 
 
-@pytest.mark.parametrize("amount,currency,minor", [
-    ("12.34", "EUR", 1234), ("1200", "JPY", 1200), ("1.234", "KWD", 1234), ("1,000.50", "USD", 100050),
-    (" 7 ", "EUR", 700),
-])
+@pytest.mark.parametrize(
+    "amount,currency,minor",
+    [
+        ("12.34", "EUR", 1234),
+        ("1200", "JPY", 1200),
+        ("1.234", "KWD", 1234),
+        ("1,000.50", "USD", 100050),
+        (" 7 ", "EUR", 700),
+    ],
+)
 def test_new_payment_parses_major_units_exactly_per_currency(member_client, merchant, member, amount, currency, minor):
     response = member_client.post(url("payment_new"), new_payment_data(amount=amount, currency=currency))
     payment = Payment.objects.get(merchant=merchant)
@@ -71,8 +77,9 @@ def test_resubmit_with_changed_details_is_refused_and_gets_a_fresh_key(owner_cli
     assert form["amount"].value() == "99.00"
     assert form["idempotency_key"].value() != "portal_test_key_1"
     assert Payment.objects.filter(merchant=merchant).count() == 1
-    again = owner_client.post(url("payment_new"), new_payment_data(amount="99.00",
-                                                                   idempotency_key=form["idempotency_key"].value()))
+    again = owner_client.post(
+        url("payment_new"), new_payment_data(amount="99.00", idempotency_key=form["idempotency_key"].value())
+    )
     assert again.status_code == 302 and Payment.objects.filter(merchant=merchant).count() == 2
 
 
@@ -154,12 +161,17 @@ def listed(merchant, other_merchant):
     ]
     payments = {}
     for reference, email, status, currency, days_ago in rows:
-        payment = PaymentFactory(merchant=merchant, merchant_reference=reference, customer_email=email,
-                                 status=status, currency=currency)
+        payment = PaymentFactory(
+            merchant=merchant, merchant_reference=reference, customer_email=email, status=status, currency=currency
+        )
         Payment.objects.filter(pk=payment.pk).update(created_at=now - timedelta(days=days_ago))
         payments[reference] = payment
-    PaymentFactory(merchant=other_merchant, merchant_reference="order-9", customer_email="a@x.example",
-                   status=PaymentStatus.SUCCEEDED)
+    PaymentFactory(
+        merchant=other_merchant,
+        merchant_reference="order-9",
+        customer_email="a@x.example",
+        status=PaymentStatus.SUCCEEDED,
+    )
     return payments
 
 
@@ -167,14 +179,17 @@ def listed_references(response):
     return [payment.merchant_reference for payment in response.context["page"].object_list]
 
 
-@pytest.mark.parametrize("query,expected", [
-    ("", ["order-1", "order-2", "ship-3", "order-4"]),
-    ("?status=succeeded", ["order-1", "ship-3"]),
-    ("?currency=JPY", ["ship-3"]),
-    ("?q=ORDER", ["order-1", "order-2", "order-4"]),
-    ("?q=y.example", ["ship-3", "order-4"]),
-    ("?status=succeeded&currency=EUR", ["order-1"]),
-])
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("", ["order-1", "order-2", "ship-3", "order-4"]),
+        ("?status=succeeded", ["order-1", "ship-3"]),
+        ("?currency=JPY", ["ship-3"]),
+        ("?q=ORDER", ["order-1", "order-2", "order-4"]),
+        ("?q=y.example", ["ship-3", "order-4"]),
+        ("?status=succeeded&currency=EUR", ["order-1"]),
+    ],
+)
 def test_payment_list_filters_and_searches_only_the_current_merchant(owner_client, listed, query, expected):
     response = owner_client.get(url("payments") + query)
     assert response.status_code == 200 and listed_references(response) == expected
@@ -223,7 +238,7 @@ def test_csv_download_holds_the_filtered_list_of_the_current_merchant(owner_clie
 
 
 def test_csv_neutralises_formulas_from_customer_input(owner_client, merchant):
-    PaymentFactory(merchant=merchant, merchant_reference="=HYPERLINK(\"http://evil\")", customer_email="")
+    PaymentFactory(merchant=merchant, merchant_reference='=HYPERLINK("http://evil")', customer_email="")
     rows = list(csv.reader(io.StringIO(b"".join(owner_client.get(url("payments_csv")).streaming_content).decode())))
     assert rows[1][6].startswith("'=")
 
@@ -276,8 +291,9 @@ def test_moving_payment_page_polls_its_status(owner_client, make_payment):
 
 def test_status_endpoint_answers_only_for_the_current_merchant(owner_client, make_payment, other_payment):
     payment = make_payment()
-    response = owner_client.get(url("payment_statuses") + f"?id={payment.public_id}&id={other_payment.public_id}"
-                                "&id=pay_nonexistent")
+    response = owner_client.get(
+        url("payment_statuses") + f"?id={payment.public_id}&id={other_payment.public_id}&id=pay_nonexistent"
+    )
     answer = response.json()["payments"]
     assert list(answer) == [payment.public_id]
     assert answer[payment.public_id]["status"] == "pending" and answer[payment.public_id]["moving"] is True

@@ -20,8 +20,11 @@ def refund_form(client, payment):
 
 def post_refund(client, payment, form=None, **data):
     form = form or refund_form(client, payment)
-    fields = {"amount": form["amount"].value(), "reason": "customer returned it",
-              "submission_token": form["submission_token"].value()}
+    fields = {
+        "amount": form["amount"].value(),
+        "reason": "customer returned it",
+        "submission_token": form["submission_token"].value(),
+    }
     fields.update(data)
     return client.post(url("refund_new", payment.public_id), fields)
 
@@ -98,8 +101,9 @@ BAD_REFUNDS = [
 
 
 @pytest.mark.parametrize("amount,field,message", BAD_REFUNDS)
-def test_bad_refund_amounts_show_the_error_keep_the_input_and_write_nothing(owner_client, captured, amount, field,
-                                                                            message):
+def test_bad_refund_amounts_show_the_error_keep_the_input_and_write_nothing(
+    owner_client, captured, amount, field, message
+):
     payment = captured(amount_minor=100_00)
     response = post_refund(owner_client, payment, amount=amount)
     assert response.status_code == 200
@@ -125,14 +129,16 @@ def test_refund_racing_another_refund_gets_the_service_error_on_the_field(owner_
     assert Refund.objects.filter(payment=payment).count() == 1
 
 
-@pytest.mark.parametrize("status", [PaymentStatus.PENDING, PaymentStatus.FAILED, PaymentStatus.UNKNOWN,
-                                    PaymentStatus.CANCELED])
+@pytest.mark.parametrize(
+    "status", [PaymentStatus.PENDING, PaymentStatus.FAILED, PaymentStatus.UNKNOWN, PaymentStatus.CANCELED]
+)
 def test_payments_not_captured_offer_no_refund_and_refuse_a_post(owner_client, merchant, status):
     payment = PaymentFactory(merchant=merchant, status=status)
     page = owner_client.get(url("refund_new", payment.public_id))
     assert page.status_code == 200 and page.context["form"] is None
-    response = owner_client.post(url("refund_new", payment.public_id),
-                                 {"amount": "1.00", "reason": "x", "submission_token": "t"})
+    response = owner_client.post(
+        url("refund_new", payment.public_id), {"amount": "1.00", "reason": "x", "submission_token": "t"}
+    )
     assert response.status_code == 200 and not Refund.objects.exists()
     assert "Refund</a>" not in owner_client.get(url("payment", payment.public_id)).content.decode()
 
@@ -140,8 +146,9 @@ def test_payments_not_captured_offer_no_refund_and_refuse_a_post(owner_client, m
 def test_members_cannot_refund(member_client, captured):
     payment = captured()
     assert member_client.get(url("refund_new", payment.public_id)).status_code == 403
-    response = member_client.post(url("refund_new", payment.public_id),
-                                  {"amount": "1.00", "reason": "x", "submission_token": "t"})
+    response = member_client.post(
+        url("refund_new", payment.public_id), {"amount": "1.00", "reason": "x", "submission_token": "t"}
+    )
     assert response.status_code == 403 and not Refund.objects.exists()
     assert "Refund</a>" not in member_client.get(url("payment", payment.public_id)).content.decode()
 

@@ -57,10 +57,14 @@ def other_endpoint(other_merchant):
 
 
 def test_owner_adds_an_endpoint(owner_client, merchant):
-    response = owner_client.post(wurl("new"), {
-        "url": "https://hooks.merchant.example/paydesk", "description": "shop backend",
-        "event_types": ["payment.succeeded", "refund.succeeded"],
-    })
+    response = owner_client.post(
+        wurl("new"),
+        {
+            "url": "https://hooks.merchant.example/paydesk",
+            "description": "shop backend",
+            "event_types": ["payment.succeeded", "refund.succeeded"],
+        },
+    )
     endpoint = WebhookEndpoint.objects.get(merchant=merchant)
     assert response.status_code == 302 and response["Location"] == wurl("detail", endpoint.pk)
     assert endpoint.event_types == ["payment.succeeded", "refund.succeeded"] and endpoint.enabled
@@ -103,15 +107,22 @@ def test_unknown_event_types_are_refused(owner_client):
 
 
 def test_edit_page_shows_the_current_values(owner_client, merchant, owner):
-    endpoint = webhook_endpoint_create(merchant=merchant, url="https://hooks.merchant.example/paydesk",
-                                       event_types=["refund.failed"], description="shop backend", actor=owner)
+    endpoint = webhook_endpoint_create(
+        merchant=merchant,
+        url="https://hooks.merchant.example/paydesk",
+        event_types=["refund.failed"],
+        description="shop backend",
+        actor=owner,
+    )
     detail = owner_client.get(wurl("detail", endpoint.pk)).content.decode()
     assert f'href="{wurl("edit", endpoint.pk)}"' in detail
     response = owner_client.get(wurl("edit", endpoint.pk))
     form = response.context["form"]
     assert response.status_code == 200 and not form.is_bound
     assert (form["url"].value(), form["description"].value(), form["event_types"].value()) == (
-        "https://hooks.merchant.example/paydesk", "shop backend", ["refund.failed"]
+        "https://hooks.merchant.example/paydesk",
+        "shop backend",
+        ["refund.failed"],
     )
     html = response.content.decode()
     assert "Edit webhook endpoint" in html and f'action="{wurl("edit", endpoint.pk)}"' in html
@@ -119,30 +130,46 @@ def test_edit_page_shows_the_current_values(owner_client, merchant, owner):
 
 
 def test_owner_edits_an_endpoint_and_keeps_its_secret(owner_client, endpoint):
-    response = owner_client.post(wurl("edit", endpoint.pk), {
-        "url": "https://hooks.other.example/moved", "description": "new backend", "event_types": ["payment.failed"],
-    })
+    response = owner_client.post(
+        wurl("edit", endpoint.pk),
+        {
+            "url": "https://hooks.other.example/moved",
+            "description": "new backend",
+            "event_types": ["payment.failed"],
+        },
+    )
     assert response.status_code == 302 and response["Location"] == wurl("detail", endpoint.pk)
     secret = endpoint.secret
     endpoint.refresh_from_db()
     assert (endpoint.url, endpoint.description, endpoint.event_types, endpoint.secret) == (
-        "https://hooks.other.example/moved", "new backend", ["payment.failed"], secret
+        "https://hooks.other.example/moved",
+        "new backend",
+        ["payment.failed"],
+        secret,
     )
     entry = AuditEntry.objects.get(action="webhook_endpoint_update")
     assert entry.actor.username == "olga-owner" and set(entry.details["changes"]) == {
-        "url", "description", "event_types",
+        "url",
+        "description",
+        "event_types",
     }
     page = owner_client.get(response["Location"]).content.decode()
     assert "Endpoint saved" in page and "https://hooks.other.example/moved" in page
 
 
 @pytest.mark.parametrize("bad_url,message", BAD_URLS)
-def test_an_edit_to_a_bad_or_private_url_is_refused_next_to_the_field_and_changes_nothing(owner_client, endpoint,
-                                                                                          bad_url, message):
+def test_an_edit_to_a_bad_or_private_url_is_refused_next_to_the_field_and_changes_nothing(
+    owner_client, endpoint, bad_url, message
+):
     before = endpoint_state(endpoint)
-    response = owner_client.post(wurl("edit", endpoint.pk), {
-        "url": bad_url, "description": "kept", "event_types": ["refund.failed"],
-    })
+    response = owner_client.post(
+        wurl("edit", endpoint.pk),
+        {
+            "url": bad_url,
+            "description": "kept",
+            "event_types": ["refund.failed"],
+        },
+    )
     assert response.status_code == 200
     form = response.context["form"]
     assert message in " ".join(form.errors["url"])
@@ -219,8 +246,9 @@ def test_payment_page_shows_its_notifications_and_their_attempts(member_client, 
     assert notification.status == NotificationStatus.PENDING
 
 
-def test_dashboard_counts_failing_webhooks_and_links_them_for_owners_only(owner_client, member_client, endpoint,
-                                                                         make_payment):
+def test_dashboard_counts_failing_webhooks_and_links_them_for_owners_only(
+    owner_client, member_client, endpoint, make_payment
+):
     payment = make_payment()
     process_payment(payment.pk)
     Notification.objects.filter(endpoint=endpoint).update(status=NotificationStatus.FAILED)
@@ -240,15 +268,22 @@ EDIT_POST = {"url": "https://hooks.merchant.example/forged", "description": "for
 
 
 def test_every_webhook_url_is_covered_by_these_tests():
-    assert {p.name for p in notifications.portal_urls.urlpatterns} == {"list", "new", *ENDPOINT_GETS,
-                                                                          *ENDPOINT_POSTS}
+    assert {p.name for p in notifications.portal_urls.urlpatterns} == {"list", "new", *ENDPOINT_GETS, *ENDPOINT_POSTS}
 
 
 def endpoint_state(endpoint) -> tuple:
     endpoint.refresh_from_db()
-    return (endpoint.enabled, endpoint.secret, endpoint.previous_secret, endpoint.url, endpoint.description,
-            endpoint.event_types, Notification.objects.count(), Job.objects.filter(func=DELIVER_JOB).count(),
-            AuditEntry.objects.count())
+    return (
+        endpoint.enabled,
+        endpoint.secret,
+        endpoint.previous_secret,
+        endpoint.url,
+        endpoint.description,
+        endpoint.event_types,
+        Notification.objects.count(),
+        Job.objects.filter(func=DELIVER_JOB).count(),
+        AuditEntry.objects.count(),
+    )
 
 
 def request_for(client, name: str, method: str):
@@ -261,8 +296,9 @@ ENDPOINT_REQUESTS = [(name, "get") for name in ENDPOINT_GETS] + [(name, "post") 
 
 
 @pytest.mark.parametrize("name,method", ENDPOINT_REQUESTS)
-def test_another_merchants_endpoint_is_404_like_a_missing_one_and_unchanged(owner_client, endpoint, other_endpoint,
-                                                                            name, method):
+def test_another_merchants_endpoint_is_404_like_a_missing_one_and_unchanged(
+    owner_client, endpoint, other_endpoint, name, method
+):
     before = endpoint_state(other_endpoint)
     send = request_for(owner_client, name, method)
     theirs, missing = send(wurl(name, other_endpoint.pk)), send(wurl(name, 987654))

@@ -204,6 +204,7 @@ def test_a_duplicate_refund_run_refunds_nothing_more(captured, finance):
 
 # --- manual settlement of unknown payments -------------------------------------------------------
 
+
 @pytest.fixture
 def unknown_payment(make_payment):
     payment = make_payment(payment_method="tok_error")
@@ -228,7 +229,8 @@ def test_manual_settlement_needs_a_second_person(unknown_payment, operator, appr
     assert unknown_payment.status == PaymentStatus.FAILED
     assert unknown_payment.events.last().actor == approver
     assert list(AuditEntry.objects.filter(object_id=str(unknown_payment.pk)).values_list("action", flat=True)) == [
-        "resolution_approve", "resolution_request"
+        "resolution_approve",
+        "resolution_request",
     ]
 
 

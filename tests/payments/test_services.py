@@ -27,13 +27,18 @@ def run_recovery_jobs(payment):
 
 # --- payment_create ------------------------------------------------------------------------
 
+
 def test_create_writes_pending_payment_event_and_processing_job(make_payment):
     payment = make_payment(merchant_reference="ORD-1", customer_email="ann@shop.example")
     assert payment.status == PaymentStatus.PENDING
     assert payment.public_id.startswith("pay_") and len(payment.public_id) == 28
     assert statuses(payment) == [("", "pending")]
     job = Job.objects.get(object_id=str(payment.pk))
-    assert (job.func, job.kwargs, job.queue) == ("payments.jobs.process_payment", {"payment_id": payment.pk}, "payments")
+    assert (job.func, job.kwargs, job.queue) == (
+        "payments.jobs.process_payment",
+        {"payment_id": payment.pk},
+        "payments",
+    )
 
 
 def test_public_ids_are_random_not_sequential(make_payment):
@@ -107,6 +112,7 @@ def test_inactive_merchant_cannot_take_payments(make_payment, merchant):
 
 # --- processing through the job bodies -------------------------------------------------------
 
+
 def test_tok_success_succeeds_with_one_charge(make_payment):
     payment = make_payment(payment_method="tok_success")
     assert process_payment(payment.pk) == {"status": "succeeded"}
@@ -166,7 +172,9 @@ def test_unclear_lookups_follow_the_schedule_then_flag_for_review(make_payment, 
     run_recovery_jobs(payment)  # second and last look: still unclear
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.UNKNOWN and payment.needs_review
-    assert not Job.objects.filter(object_id=str(payment.pk), func=services.RECOVER_JOB, status=JobStatus.PENDING).exists()
+    assert not Job.objects.filter(
+        object_id=str(payment.pk), func=services.RECOVER_JOB, status=JobStatus.PENDING
+    ).exists()
 
 
 def test_a_duplicate_run_charges_nothing_and_records_nothing(make_payment):
@@ -192,6 +200,7 @@ def test_a_run_that_died_mid_call_resumes_with_the_same_attempt_key(make_payment
 
 
 # --- staff operations --------------------------------------------------------------------------
+
 
 def test_retry_moves_failed_to_pending_with_a_new_attempt_key(make_payment, operator):
     payment = make_payment(payment_method="tok_decline")
@@ -250,7 +259,10 @@ def test_the_signal_is_sent_on_every_transition_inside_the_transaction(make_paym
     finally:
         payment_status_changed.disconnect(receiver)
     assert [(f, t) for f, t, _, _ in seen] == [
-        ("", "pending"), ("pending", "processing"), ("processing", "unknown"), ("unknown", "succeeded")
+        ("", "pending"),
+        ("pending", "processing"),
+        ("processing", "unknown"),
+        ("unknown", "succeeded"),
     ]
     assert all(in_atomic and has_event for _, _, in_atomic, has_event in seen)
 

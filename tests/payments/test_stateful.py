@@ -34,7 +34,10 @@ class PaymentMachine(RuleBasedStateMachine):
     def create(self, token, key, amount):
         try:
             payment = services.payment_create(
-                merchant=self.merchant, amount_minor=amount, currency="EUR", payment_method=token,
+                merchant=self.merchant,
+                amount_minor=amount,
+                currency="EUR",
+                payment_method=token,
                 idempotency_key=f"{id(self)}-{key}",
             )
         except ValidationError:
@@ -118,7 +121,9 @@ def test_random_operation_sequences_keep_the_payment_invariants():
     run_state_machine_as_test(
         PaymentMachine,
         settings=settings(
-            max_examples=40, stateful_step_count=25, deadline=None,
+            max_examples=40,
+            stateful_step_count=25,
+            deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )

@@ -38,11 +38,18 @@ def test_the_model_declares_the_table_of_states_py():
 def test_design_graph():
     reachable = {(source, target) for sources, target in TRANSITIONS.values() for source in sources}
     assert reachable == {
-        ("pending", "processing"), ("pending", "canceled"),
-        ("processing", "succeeded"), ("processing", "failed"), ("processing", "unknown"),
-        ("unknown", "succeeded"), ("unknown", "failed"), ("failed", "pending"),
-        ("succeeded", "partially_refunded"), ("succeeded", "refunded"),
-        ("partially_refunded", "partially_refunded"), ("partially_refunded", "refunded"),
+        ("pending", "processing"),
+        ("pending", "canceled"),
+        ("processing", "succeeded"),
+        ("processing", "failed"),
+        ("processing", "unknown"),
+        ("unknown", "succeeded"),
+        ("unknown", "failed"),
+        ("failed", "pending"),
+        ("succeeded", "partially_refunded"),
+        ("succeeded", "refunded"),
+        ("partially_refunded", "partially_refunded"),
+        ("partially_refunded", "refunded"),
     }
 
 

@@ -13,4 +13,4 @@ class Command(BaseCommand):
         socket_path = settings.EMBEDDED_REDIS_SOCKET
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         command = redis_server_command(socket_path)
-        os.execv(command[0], command)
+        os.execv(command[0], command)  # noqa: S606 - replace this process with redis-server

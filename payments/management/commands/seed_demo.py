@@ -58,7 +58,8 @@ class Command(BaseCommand):
         for _ in range(10):  # canceled by an operator
             services.payment_cancel(
                 payment=self._new_payment(rng, merchants, currencies, "tok_success"),
-                actor=operator, reason="customer asked to cancel",
+                actor=operator,
+                reason="customer asked to cancel",
             )
         for _ in range(10):  # failed, then retried by an operator: back to pending
             payment = self._processed_payment(rng, merchants, currencies, "tok_decline")
@@ -67,8 +68,11 @@ class Command(BaseCommand):
             payment = self._new_payment(rng, merchants, currencies, "tok_success")
             services.payment_processing_start(payment_id=payment.pk)
             Job.objects.filter(object_id=str(payment.pk), status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(
-                status=JobStatus.RUNNING, attempts=1, started_at=timezone.now() - timedelta(minutes=5),
-                heartbeat_at=timezone.now() - timedelta(minutes=5), worker_name="demo-host:4242",
+                status=JobStatus.RUNNING,
+                attempts=1,
+                started_at=timezone.now() - timedelta(minutes=5),
+                heartbeat_at=timezone.now() - timedelta(minutes=5),
+                worker_name="demo-host:4242",
             )
         finance = get_user_model().objects.get(username="finance")
         succeeded = list(Payment.objects.filter(status="succeeded").order_by("pk")[:18])
@@ -78,8 +82,9 @@ class Command(BaseCommand):
             self._refund(payment, payment.amount_minor, finance, "order canceled after capture")
         with override_settings(PAYMENTS_REFUND_APPROVAL_THRESHOLD={"default": "0.001"}):
             for payment in succeeded[15:18]:  # waiting for an approver
-                services.refund_request(payment=payment, amount_minor=payment.amount_minor,
-                                        reason="customer dispute", requested_by=finance)
+                services.refund_request(
+                    payment=payment, amount_minor=payment.amount_minor, reason="customer dispute", requested_by=finance
+                )
         total = Payment.objects.count()
         self.stdout.write(self.style.SUCCESS(f"Seeded {len(merchants)} merchants and {total} payments."))
         self.stdout.write("Logins (printed once; keep them):")
