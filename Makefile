@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Web, worker (with scheduler), cron and, with no REDIS_URL, the embedded Redis. Ctrl-C stops all.
 run: $(VENV)/.installed
-	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-true} PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH; \
+	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-true} PAYDESK_PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH; \
 	$(PY) manage.py migrate --no-input -v 0 && \
 	$(PY) manage.py seed_demo --once && \
 	echo "Paydesk admin: http://127.0.0.1:$(PORT)/admin/   (database: $${DATABASE_URL:-SQLite db.sqlite3}, redis: $${REDIS_URL:-embedded})" && \
