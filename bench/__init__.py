@@ -1,0 +1,1 @@
+"""Benchmarks. A package so that RQ workers can import `bench.pipelines` by dotted path."""
