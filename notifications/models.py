@@ -46,6 +46,11 @@ class WebhookEndpoint(models.Model):
             models.CheckConstraint(
                 condition=models.Q(secret__startswith="whsec_"), name="webhook_endpoint_secret_format"
             ),
+            models.UniqueConstraint(
+                fields=["merchant", "url"],
+                name="webhook_endpoint_url_once_per_merchant",
+                violation_error_message="You already have an endpoint with this URL.",
+            ),
         ]
         permissions = [
             ("send_test_webhook", "Can send a test webhook to an endpoint"),
@@ -144,11 +149,17 @@ class Notification(models.Model):
                 condition=~models.Q(channel=Channel.WEBHOOK) | models.Q(endpoint__isnull=False),
                 name="notification_webhook_has_endpoint",
             ),
-            # A status change notifies each destination once; only an explicit resend repeats it.
+            # A status change notifies each endpoint (and the contact address) once; only an
+            # explicit resend repeats it.
             models.UniqueConstraint(
-                fields=["event_id", "channel", "destination"],
-                condition=models.Q(resend_of__isnull=True),
-                name="notification_once_per_destination",
+                fields=["event_id", "endpoint"],
+                condition=models.Q(resend_of__isnull=True, channel=Channel.WEBHOOK),
+                name="notification_once_per_endpoint",
+            ),
+            models.UniqueConstraint(
+                fields=["event_id", "destination"],
+                condition=models.Q(resend_of__isnull=True, channel=Channel.EMAIL),
+                name="notification_email_once_per_address",
             ),
         ]
         permissions = [("resend_notification", "Can resend a notification (same event id)")]

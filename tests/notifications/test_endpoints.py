@@ -243,3 +243,36 @@ def test_the_portal_seams_are_hooked_once_by_the_app_not_by_the_urlconf():
     )
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.split() == ["True", "True"]
+
+
+# --- one endpoint per URL -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_second_endpoint_with_the_same_url_is_refused_and_writes_nothing(public_endpoint, merchant, operator):
+    with pytest.raises(ValidationError, match="already have an endpoint with this URL"):
+        webhook_endpoint_create(merchant=merchant, url=HOOK_URL, actor=operator)
+    other = webhook_endpoint_create(merchant=merchant, url="https://new-hooks.merchant.example/hooks")
+    with pytest.raises(ValidationError, match="already have an endpoint with this URL"):
+        webhook_endpoint_update(endpoint=other, url=HOOK_URL, event_types=[], description="", actor=operator)
+    assert WebhookEndpoint.objects.filter(url=HOOK_URL).count() == 1
+
+
+@pytest.mark.django_db
+def test_another_merchant_may_use_the_same_url(public_endpoint):
+    from tests.factories import MerchantFactory
+
+    webhook_endpoint_create(merchant=MerchantFactory(), url=HOOK_URL)
+    assert WebhookEndpoint.objects.filter(url=HOOK_URL).count() == 2
+
+
+@pytest.mark.django_db
+def test_every_endpoint_of_a_merchant_is_notified_once_and_the_payment_moves_on(merchant, make_payment):
+    from payments.jobs import process_payment
+
+    for host in ("hooks", "new-hooks"):
+        webhook_endpoint_create(merchant=merchant, url=f"https://{host}.merchant.example/hooks")
+    payment = make_payment()
+    assert process_payment(payment.pk) == {"status": "succeeded"}
+    sent = Notification.objects.filter(payment=payment, event_type="payment.succeeded", channel="webhook")
+    assert sent.count() == 2 and sent.values("event_id").distinct().count() == 1
