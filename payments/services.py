@@ -447,7 +447,15 @@ def _refund_create(*, payment: Payment, amount_minor: int, reason: str, requeste
                 },
                 code="amount_exceeds_remaining",
             )
-        needs_approval = amount_minor >= refund_approval_threshold_minor(payment.currency)
+        # Four eyes look at the total refunded without them, so splitting a large refund
+        # into small ones does not slip past the threshold.
+        approved_alone = (
+            payment.refunds.filter(status__in=REFUND_HOLDING, needs_approval=False).aggregate(
+                total=Sum("amount_minor")
+            )["total"]
+            or 0
+        )
+        needs_approval = approved_alone + amount_minor >= refund_approval_threshold_minor(payment.currency)
         refund = Refund.objects.create(
             payment=payment,
             amount_minor=amount_minor,

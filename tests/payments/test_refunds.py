@@ -248,3 +248,12 @@ def test_manual_settlement_needs_a_reason_and_an_unknown_payment(captured, unkno
     with pytest.raises(ValidationError, match="not unknown"):
         services.resolution_request(payment=captured(), resolve_to="failed", reason="x", requested_by=operator)
     assert ResolutionRequest.objects.count() == 0
+
+
+def test_splitting_a_large_refund_into_small_ones_still_needs_a_second_person(captured, finance, settings):
+    settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
+    payment = captured()
+    first = services.refund_request(payment=payment, amount_minor=30_00, reason="part 1", requested_by=finance)
+    second = services.refund_request(payment=payment, amount_minor=20_00, reason="part 2", requested_by=finance)
+    assert first.status == RefundStatus.APPROVED
+    assert second.status == RefundStatus.REQUESTED and second.needs_approval
