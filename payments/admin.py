@@ -403,7 +403,11 @@ class PaymentAdmin(admin.ModelAdmin):
             describe=payment_summary,
             form_class=SettlementRequestForm,
             apply=lambda payment, data: resolution_request(
-                payment=payment, resolve_to=data["resolve_to"], reason=data["reason"], requested_by=request.user
+                payment=payment,
+                resolve_to=data["resolve_to"],
+                reason=data["reason"],
+                gateway_reference=data["gateway_reference"],
+                requested_by=request.user,
             ),
         )
 
@@ -551,6 +555,7 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "resolve_to",
         "status",
         "reason",
+        "gateway_reference",
         "requested_by",
         "decided_by",
         "decision_note",

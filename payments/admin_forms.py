@@ -132,6 +132,12 @@ class SettlementRequestForm(forms.Form):
         label="Settle as",
         choices=[("succeeded", "Succeeded: the customer was charged"), ("failed", "Failed: nothing was taken")],
     )
+    gateway_reference = forms.CharField(
+        label="Processor's charge reference",
+        max_length=100,
+        required=False,
+        help_text="Required when settling as succeeded: refunds of this payment are sent against it.",
+    )
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
         max_length=2000,

@@ -303,6 +303,9 @@ class ResolutionRequest(models.Model):
         choices=[(PaymentStatus.SUCCEEDED, "Succeeded"), (PaymentStatus.FAILED, "Failed")],
     )
     reason = models.TextField()
+    gateway_reference = models.CharField(
+        max_length=100, blank=True, help_text="The processor's reference of the charge, when settling as succeeded."
+    )
     status = models.CharField(max_length=20, choices=ResolutionStatus.choices, default=ResolutionStatus.REQUESTED)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     decided_by = models.ForeignKey(

@@ -578,13 +578,23 @@ def refund_result_apply(*, refund_id: int, result: RefundResult) -> Refund:
 # --- settling unknown payments by hand ------------------------------------------------------
 
 
-def resolution_request(*, payment: Payment, resolve_to: str, reason: str, requested_by) -> ResolutionRequest:
-    """Ask to settle an unknown payment as succeeded or failed; nothing changes until a
-    second person approves."""
+def resolution_request(
+    *, payment: Payment, resolve_to: str, reason: str, requested_by, gateway_reference: str = ""
+) -> ResolutionRequest:
+    """Ask to settle an unknown payment as succeeded (with the processor's charge reference,
+    which later refunds need) or failed; nothing changes until a second person approves."""
     _require_perm(requested_by, "payments.request_resolution", "ask for manual settlements")
     reason = _require_reason(reason, "settle a payment by hand")
     if resolve_to not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
         raise PaymentError({"resolve_to": ["Choose succeeded or failed."]}, code="resolve_to")
+    gateway_reference = (gateway_reference or "").strip()
+    if resolve_to == PaymentStatus.SUCCEEDED and not gateway_reference:
+        raise PaymentError(
+            {"gateway_reference": ["Give the processor's charge reference: refunds of this payment need it."]},
+            code="reference_required",
+        )
+    if len(gateway_reference) > 100:
+        raise PaymentError({"gateway_reference": ["The reference is longer than 100 characters."]})
     with transaction.atomic():
         payment = _locked(payment.pk)
         if payment.status != PaymentStatus.UNKNOWN:
@@ -592,7 +602,11 @@ def resolution_request(*, payment: Payment, resolve_to: str, reason: str, reques
         if payment.resolution_requests.filter(status=ResolutionStatus.REQUESTED).exists():
             raise PaymentError("already has a settlement awaiting approval", code="already_requested")
         request = ResolutionRequest.objects.create(
-            payment=payment, resolve_to=resolve_to, reason=reason, requested_by=requested_by
+            payment=payment,
+            resolve_to=resolve_to,
+            reason=reason,
+            requested_by=requested_by,
+            gateway_reference=gateway_reference if resolve_to == PaymentStatus.SUCCEEDED else "",
         )
         audit_record(
             actor=requested_by,
@@ -624,6 +638,16 @@ def resolution_approve(*, request: ResolutionRequest, approver, note: str = "") 
         if payment.status != PaymentStatus.UNKNOWN:
             raise _refuse(payment, "unknown any more")
         reason = f"settled by hand: {request.reason} (asked by {request.requested_by}, approved by {approver})"
+        # The attempts stop being unknown too: a later refund needs the charge reference, and
+        # a retry must not find an attempt nobody reconciled.
+        for attempt in payment.attempts.filter(outcome=AttemptOutcome.UNKNOWN):
+            if request.resolve_to == PaymentStatus.SUCCEEDED:
+                attempt.outcome, attempt.gateway_reference = AttemptOutcome.SUCCEEDED, request.gateway_reference
+            else:
+                attempt.outcome = AttemptOutcome.NOT_FOUND
+            attempt.error_message = "settled by hand"
+            attempt.completed_at = attempt.completed_at or timezone.now()
+            attempt.save()
         _transition(
             payment,
             "succeed" if request.resolve_to == PaymentStatus.SUCCEEDED else "fail",

@@ -236,7 +236,11 @@ def test_manual_settlement_needs_a_second_person(unknown_payment, operator, appr
 
 def test_manual_settlement_refuses_self_approval_in_the_database(unknown_payment, operator):
     request = services.resolution_request(
-        payment=unknown_payment, resolve_to="succeeded", reason="seen in settlement file", requested_by=operator
+        payment=unknown_payment,
+        resolve_to="succeeded",
+        reason="seen in settlement file",
+        gateway_reference="ch_3Kx",
+        requested_by=operator,
     )
     with pytest.raises(IntegrityError), transaction.atomic():
         ResolutionRequest.objects.filter(pk=request.pk).update(decided_by=operator)
@@ -257,3 +261,36 @@ def test_splitting_a_large_refund_into_small_ones_still_needs_a_second_person(ca
     second = services.refund_request(payment=payment, amount_minor=20_00, reason="part 2", requested_by=finance)
     assert first.status == RefundStatus.APPROVED
     assert second.status == RefundStatus.REQUESTED and second.needs_approval
+
+
+def test_settling_as_succeeded_needs_the_charge_reference_and_then_refunds_work(
+    make_payment, operator, approver, finance
+):
+    payment = make_payment(payment_method="tok_timeout", amount_minor=50_00)
+    process_payment(payment.pk)
+    with pytest.raises(ValidationError, match="charge reference"):
+        services.resolution_request(payment=payment, resolve_to="succeeded", reason="seen", requested_by=operator)
+    charge = SimulatedGatewayRecord.objects.get(kind="charge")
+    request = services.resolution_request(
+        payment=payment,
+        resolve_to="succeeded",
+        reason="in the settlement file",
+        gateway_reference=charge.reference,
+        requested_by=operator,
+    )
+    services.resolution_approve(request=request, approver=approver, note="matches the file")
+    payment.refresh_from_db()
+    attempt = payment.attempts.get()
+    assert (payment.status, attempt.outcome, attempt.gateway_reference) == ("succeeded", "succeeded", charge.reference)
+    refund = run_refund_jobs(
+        services.refund_request(payment=payment, amount_minor=10_00, reason="return", requested_by=finance)
+    )
+    assert refund.status == RefundStatus.SUCCEEDED
+
+
+def test_settling_as_failed_closes_the_unknown_attempt(unknown_payment, operator, approver):
+    request = services.resolution_request(
+        payment=unknown_payment, resolve_to="failed", reason="nothing at the processor", requested_by=operator
+    )
+    services.resolution_approve(request=request, approver=approver, note="ok")
+    assert unknown_payment.attempts.get().outcome == "not_found"
