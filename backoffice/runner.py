@@ -93,13 +93,15 @@ class _Heartbeat:
     def _beat(self):
         try:
             while not self.stopped.wait(settings.JOBS_HEARTBEAT_SECONDS):
-                # The database's clock, like the sweeper's staleness check: workers and the
-                # sweeper may run on machines whose clocks disagree.
-                Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING, attempts=self.attempt).update(
-                    heartbeat_at=Now()
-                )
-        except Exception:  # a missed beat must never break the job itself
-            logger.exception("heartbeat of job %s failed", self.job_id)
+                try:
+                    # The database's clock, like the sweeper's staleness check: workers and the
+                    # sweeper may run on machines whose clocks disagree.
+                    Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING, attempts=self.attempt).update(
+                        heartbeat_at=Now()
+                    )
+                except Exception:  # one missed beat (a database blip) must not silence the rest
+                    logger.exception("heartbeat of job %s failed; trying again next beat", self.job_id)
+                    connection.close()
         finally:
             connection.close()
 

@@ -234,6 +234,32 @@ def test_the_heartbeat_advances_while_the_body_runs_and_stops_after(enqueue, set
     assert reloaded(job).heartbeat_at == last_beat
 
 
+@pytest.mark.django_db(transaction=True)
+def test_one_failed_heartbeat_does_not_silence_the_next_ones(enqueue, settings, monkeypatch):
+    import threading
+
+    from django.db import OperationalError
+    from django.db.models.query import QuerySet
+
+    settings.JOBS_HEARTBEAT_SECONDS = 0.05
+    original_update, failures = QuerySet.update, []
+
+    def flaky_update(self, **kwargs):
+        if threading.current_thread().name.startswith("heartbeat") and not failures:
+            failures.append(1)
+            raise OperationalError("server closed the connection unexpectedly")
+        return original_update(self, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "update", flaky_update)
+    job = enqueue("sleep_then_record", seconds=0.6, marker="blip")
+
+    run_job(str(job.pk))
+
+    job = reloaded(job)
+    assert failures == [1]
+    assert job.heartbeat_at - job.started_at >= timedelta(seconds=0.3)
+
+
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_forked_child_runs_its_job_on_its_own_database_session(enqueue):
