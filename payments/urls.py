@@ -1,9 +1,12 @@
 """The merchant portal, included at /merchant/ (namespace "merchant")."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, register_converter
 
 from payments.portal import views
+from payments.urls_converters import PublicPaymentId
+
+register_converter(PublicPaymentId, "public_id")
 
 app_name = "merchant"
 
@@ -28,6 +31,6 @@ urlpatterns = [
     path("payments/export.csv", views.payment_csv, name="payments_csv"),
     path("payments/status/", views.payment_statuses, name="payment_statuses"),
     path("payments/new/", views.payment_new, name="payment_new"),
-    path("payments/<str:public_id>/", views.payment_detail, name="payment"),
-    path("payments/<str:public_id>/refund/", views.refund_new, name="refund_new"),
+    path("payments/<public_id:public_id>/", views.payment_detail, name="payment"),
+    path("payments/<public_id:public_id>/refund/", views.refund_new, name="refund_new"),
 ]

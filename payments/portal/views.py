@@ -3,6 +3,7 @@ merchant's rows; writes go through payments.services with a form's cleaned data.
 
 import csv
 import logging
+import re
 from datetime import UTC
 
 from django.contrib import messages
@@ -42,11 +43,13 @@ from payments.portal.reports import (
 from payments.portal.sections import contributed_attention, contributed_payment_sections
 from payments.services import PaymentError, payment_create, refund_remaining_minor, refund_request_by_merchant
 from payments.states import PaymentStatus
+from payments.urls_converters import PublicPaymentId
 
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
 STATUS_POLL_MAX_IDS = 100
+PUBLIC_ID = re.compile(PublicPaymentId.regex)
 REFUND_SUBMISSION_SECONDS = 24 * 3600
 
 
@@ -205,7 +208,9 @@ def payment_csv(request):
 def payment_statuses(request):
     """Polled by payments/static/payments/portal.js for payments still moving. Ids of other
     merchants' payments are simply absent from the answer."""
-    public_ids = request.GET.getlist("id")[:STATUS_POLL_MAX_IDS]
+    public_ids = [
+        public_id for public_id in request.GET.getlist("id")[:STATUS_POLL_MAX_IDS] if PUBLIC_ID.fullmatch(public_id)
+    ]
     answer = {}
     for payment in merchant_payments(request).filter(public_id__in=public_ids).prefetch_related("refunds"):
         answer[payment.public_id] = {

@@ -161,3 +161,20 @@ def test_members_see_payments_but_not_owner_actions(member_client, captured):
 
 def test_portal_pages_are_marked_private(owner_client):
     assert "private" in owner_client.get(url("payments"))["Cache-Control"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/merchant/payments/a%00b/",
+        "/merchant/payments/a%00b/refund/",
+        "/merchant/payments/pay_short/",
+        "/merchant/payments/status/?id=%00",
+        "/merchant/payments/status/?id=pay_%00%00",
+    ],
+)
+def test_odd_bytes_in_payment_ids_answer_404_or_nothing_never_500(url, owner_client):
+    response = owner_client.get(url)
+    assert response.status_code in (200, 404)
+    if response.status_code == 200:
+        assert response.json() == {"payments": {}} or response.json() == {}
