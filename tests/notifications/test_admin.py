@@ -182,11 +182,15 @@ def test_disable_stops_pending_notifications_and_tells_the_merchant_without_the_
     assert "fraud" not in message.body + message.alternatives[0][0]
 
 
-def test_only_staff_allowed_to_see_secrets_see_them(operator_client, viewer_client, public_endpoint):
+def test_only_staff_granted_view_webhook_secret_see_secrets(operator, operator_client, viewer_client, public_endpoint):
+    from django.contrib.auth.models import Permission
+
     url = reverse("admin:notifications_webhookendpoint_change", args=[public_endpoint.pk])
+    for client in (operator_client, viewer_client):  # no role sees secrets by default
+        page = client.get(url).content.decode()
+        assert public_endpoint.secret not in page and public_endpoint.secret[:10] in page
+    operator.user_permissions.add(Permission.objects.get(codename="view_webhook_secret"))
     assert public_endpoint.secret in operator_client.get(url).content.decode()
-    page = viewer_client.get(url).content.decode()
-    assert public_endpoint.secret not in page and public_endpoint.secret[:10] in page
 
 
 def test_notifications_list_filters_by_status_type_merchant_and_channel(admin_client, merchant, make_payment):
