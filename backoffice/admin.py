@@ -7,6 +7,7 @@ from datetime import timedelta
 from functools import wraps
 
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.urls import NoReverseMatch, reverse
@@ -19,6 +20,7 @@ from django_rq.settings import get_queues_map
 from backoffice.admin_actions import confirm_with_reason
 from backoffice.models import AuditEntry, Job
 from backoffice.services import job_cancel, job_requeue
+from backoffice.throttle import ThrottledLoginMixin
 
 # --- links shared with the other apps' admin pages ----------------------------------------
 
@@ -320,3 +322,16 @@ class RQDashboardAdmin(QueueAdmin):
 if admin.site.is_registered(Dashboard):
     admin.site.unregister(Dashboard)
 admin.site.register(Dashboard, RQDashboardAdmin)
+
+
+class ThrottledAdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    """The staff log-in, behind the same throttle as the merchant portal's (its own counters)."""
+
+    throttle_scope = "staff"
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "throttled": "Too many failed log-ins. Try again in 15 minutes.",
+    }
+
+
+admin.site.login_form = ThrottledAdminLoginForm

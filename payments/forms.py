@@ -12,12 +12,12 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
+from backoffice.throttle import ThrottledLoginMixin
 from payments.admin_forms import PaymentAddForm
 from payments.gateways.simulated import TOKENS
 from payments.models import Payment
 from payments.money import currency_exponent, format_minor, parse_major_amount
 from payments.portal.access import has_portal_access
-from payments.portal.throttle import client_address, login_blocked, login_failed, login_succeeded
 from payments.states import PaymentStatus
 
 # Offered in the new-payment form; any ISO 4217 code works through the services.
@@ -50,7 +50,7 @@ def minor_to_major_text(amount_minor: int, currency: str) -> str:
 # --- logging in -----------------------------------------------------------------------------
 
 
-class MerchantLoginForm(AuthenticationForm):
+class MerchantLoginForm(ThrottledLoginMixin, AuthenticationForm):
     """Django's log-in form, for merchant accounts only, behind the login throttle."""
 
     error_messages = {
@@ -61,20 +61,6 @@ class MerchantLoginForm(AuthenticationForm):
         "Note that both fields may be case-sensitive.",
         "throttled": "Too many failed log-ins. Try again in 15 minutes, or reset your password.",
     }
-
-    def clean(self):
-        username = self.cleaned_data.get("username") or ""
-        address = client_address(self.request)
-        if login_blocked(username, address):
-            raise ValidationError(self.error_messages["throttled"], code="throttled")
-        try:
-            cleaned_data = super().clean()
-        except ValidationError:
-            if username:
-                login_failed(username, address)
-            raise
-        login_succeeded(username, address)
-        return cleaned_data
 
     def confirm_login_allowed(self, user):
         super().confirm_login_allowed(user)

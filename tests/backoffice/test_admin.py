@@ -360,3 +360,21 @@ def test_a_confirmation_posted_without_its_csrf_token_is_refused(admin_user):
     assert response.status_code == 403
     assert statuses(failed) == ["failed"]
     assert not AuditEntry.objects.exists()
+
+
+def test_the_admin_login_is_throttled_after_repeated_failures(db):
+    from backoffice.throttle import FAILURES_PER_USERNAME_AND_ADDRESS
+
+    staff = UserFactory(username="sam-staff", roles=["Viewers"])
+    client = Client()
+    for _ in range(FAILURES_PER_USERNAME_AND_ADDRESS):
+        client.post("/admin/login/", {"username": "sam-staff", "password": "wrong"})
+    # Over the limit the right password is not even checked.
+    refused = client.post("/admin/login/", {"username": "sam-staff", "password": "correct horse battery staple"})
+    assert "Too many failed log-ins" in refused.content.decode()
+    assert "_auth_user_id" not in client.session
+    # The merchant portal counts separately: the staff throttle does not lock merchants out.
+    from backoffice.throttle import login_blocked
+
+    assert not login_blocked("sam-staff", "127.0.0.1", "merchant")
+    assert staff.is_active

@@ -5,7 +5,7 @@ from django.core import mail
 from django.test import Client
 
 from payments.models import Membership
-from payments.portal import throttle
+from backoffice import throttle
 from tests.factories import MerchantFactory, UserFactory
 from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
 from tests.payments.test_portal_support import PASSWORD, merchant_user, url
