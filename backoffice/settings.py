@@ -149,18 +149,6 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-for _name in (
-    "JOBS_HEARTBEAT_SECONDS",
-    "JOBS_STALE_AFTER_SECONDS",
-    "JOBS_SWEEP_INTERVAL_SECONDS",
-    "JOBS_DEFAULT_MAX_ATTEMPTS",
-    "JOB_TIMEOUT_SECONDS",
-):
-    if globals()[_name] <= 0:
-        raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")
-if JOBS_STALE_AFTER_SECONDS <= JOBS_HEARTBEAT_SECONDS:
-    raise ImproperlyConfigured("JOBS_STALE_AFTER_SECONDS must be longer than JOBS_HEARTBEAT_SECONDS.")
-
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
 USE_I18N = True
@@ -208,3 +196,48 @@ WEBHOOKS_RETRY_SCHEDULE_SECONDS = env.list(
 )
 # After a secret rotation the previous secret also signs for this long.
 WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS = env.int("WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS", default=86400)
+
+for _name in (
+    "JOBS_HEARTBEAT_SECONDS",
+    "JOBS_STALE_AFTER_SECONDS",
+    "JOBS_SWEEP_INTERVAL_SECONDS",
+    "JOBS_DEFAULT_MAX_ATTEMPTS",
+    "JOB_TIMEOUT_SECONDS",
+    "REDIS_PUSH_TIMEOUT_SECONDS",
+    "WEBHOOKS_TIMEOUT_SECONDS",
+):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")
+if JOBS_STALE_AFTER_SECONDS <= JOBS_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("JOBS_STALE_AFTER_SECONDS must be longer than JOBS_HEARTBEAT_SECONDS.")
+
+if not PAYMENTS_RECOVERY_SCHEDULE_SECONDS or min(PAYMENTS_RECOVERY_SCHEDULE_SECONDS) < 0:
+    raise ImproperlyConfigured("PAYMENTS_RECOVERY_SCHEDULE_SECONDS needs at least one delay, none negative.")
+for _schedule in ("JOBS_RETRY_BACKOFF_SECONDS", "WEBHOOKS_RETRY_SCHEDULE_SECONDS"):
+    if any(delay < 0 for delay in globals()[_schedule]):
+        raise ImproperlyConfigured(f"{_schedule} cannot hold a negative delay.")
+
+
+def _check_refund_thresholds(thresholds: dict) -> None:
+    from decimal import Decimal, InvalidOperation
+
+    from iso4217 import Currency
+
+    for code, amount in thresholds.items():
+        known = code.isupper() and Currency.__members__.get(code)
+        exponent = 3 if code == "default" else getattr(known or None, "exponent", None)
+        if exponent is None:
+            raise ImproperlyConfigured(
+                f"PAYMENTS_REFUND_APPROVAL_THRESHOLD: {code!r} is not an ISO 4217 code (upper case) or 'default'."
+            )
+        try:
+            value = Decimal(str(amount))
+        except InvalidOperation:
+            value = None
+        if value is None or not value.is_finite() or value < 0 or value.as_tuple().exponent < -exponent:
+            raise ImproperlyConfigured(
+                f"PAYMENTS_REFUND_APPROVAL_THRESHOLD: {code}={amount!r} is not an amount in major units."
+            )
+
+
+_check_refund_thresholds(PAYMENTS_REFUND_APPROVAL_THRESHOLD)

@@ -44,6 +44,11 @@ def test_a_secret_key_is_required_when_debug_is_off():
         ("JOBS_DEFAULT_MAX_ATTEMPTS", "0", "JOBS_DEFAULT_MAX_ATTEMPTS must be greater than zero"),
         ("JOBS_STALE_AFTER_SECONDS", "5", "must be longer than JOBS_HEARTBEAT_SECONDS"),
         ("DJANGO_DEBUG", "perhaps", "DJANGO_DEBUG='perhaps' is not valid"),
+        ("PAYMENTS_REFUND_APPROVAL_THRESHOLD", "eur=500", "'eur' is not an ISO 4217 code"),
+        ("PAYMENTS_REFUND_APPROVAL_THRESHOLD", "EUR=5.001", "EUR='5.001' is not an amount in major units"),
+        ("PAYMENTS_REFUND_APPROVAL_THRESHOLD", "EUR=lots", "EUR='lots' is not an amount"),
+        ("PAYMENTS_RECOVERY_SCHEDULE_SECONDS", "", "needs at least one delay"),
+        ("REDIS_PUSH_TIMEOUT_SECONDS", "0", "REDIS_PUSH_TIMEOUT_SECONDS must be greater than zero"),
     ],
 )
 def test_bad_setting_values_fail_clearly(variable, value, message):
