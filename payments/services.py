@@ -34,7 +34,27 @@ RECOVER_JOB = "payments.jobs.recover_payment"
 REFUND_JOB = "payments.jobs.refund_payment"
 ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
 TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,63}$")
-CARD_NUMBER_PATTERN = re.compile(r"\d[\d -]{10,}\d")
+# A run of 13 to 19 digits, possibly grouped by spaces, dashes, dots or underscores.
+DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ ._-]?\d){12,18}(?![ ._-]?\d)")
+
+
+def contains_card_number(text: str) -> bool:
+    """True if the text holds something that passes for a card number (Luhn-valid 13-19
+    digits): such text is refused, never stored, never echoed back."""
+    for run in DIGIT_RUN.finditer(text or ""):
+        digits = [int(char) for char in run.group() if char.isdigit()]
+        if _luhn_valid(digits):
+            return True
+    return False
+
+
+def _luhn_valid(digits: list[int]) -> bool:
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        if position % 2 == 1:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
 
 
 class PaymentError(ValidationError):
@@ -72,7 +92,7 @@ def _validate_new_payment(
         validate_currency(currency)
     except ValidationError as error:
         refuse("currency", error.messages[0])
-    if CARD_NUMBER_PATTERN.search(payment_method or ""):
+    if contains_card_number(payment_method):
         refuse("payment_method", "Card numbers are never accepted: send a payment method token.")
     elif not TOKEN_PATTERN.match(payment_method or ""):
         refuse("payment_method", "Enter a payment method token such as tok_success.")
@@ -87,6 +107,13 @@ def _validate_new_payment(
             validate_email(customer_email)
         except ValidationError:
             refuse("customer_email", "Enter a valid e-mail address.")
+    for field, value in (
+        ("merchant_reference", merchant_reference),
+        ("description", description),
+        ("customer_email", customer_email),
+    ):
+        if contains_card_number(value):
+            refuse(field, "This looks like a card number; card numbers are never accepted or stored.")
     if errors:
         raise PaymentError(errors)
 

@@ -86,6 +86,10 @@ def test_same_key_for_another_merchant_is_another_payment(make_payment):
         ({"idempotency_key": "k" * 101}, "idempotency_key"),
         ({"customer_email": "not-an-email"}, "customer_email"),
         ({"merchant_reference": "r" * 101}, "merchant_reference"),
+        ({"payment_method": "a4111_1111_1111_1111"}, "payment_method"),
+        ({"description": "card 4111-1111-1111-1111 exp 12/29"}, "description"),
+        ({"merchant_reference": "4111111111111111"}, "merchant_reference"),
+        ({"customer_email": "4111111111111111@shop.example"}, "customer_email"),
     ],
 )
 def test_bad_input_is_refused_clearly_and_writes_nothing(make_payment, overrides, field):
@@ -281,3 +285,10 @@ def test_processing_job_is_enqueued_only_on_commit(django_capture_on_commit_call
     assert queue.count == 1
     job = Job.objects.get()
     assert queue.job_ids == [str(job.pk)] and job.status == JobStatus.QUEUED
+
+
+@pytest.mark.parametrize(
+    "text", ["ORD-2026-000123", "order 1234567890123 shipped", "+44 20 7946 0958", "tok_success", "2026-11-26 20:00"]
+)
+def test_ordinary_references_are_not_mistaken_for_card_numbers(text):
+    assert not services.contains_card_number(text)
