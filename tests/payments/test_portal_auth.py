@@ -4,8 +4,8 @@ import pytest
 from django.core import mail
 from django.test import Client
 
-from payments.models import Membership
 from backoffice import throttle
+from payments.models import Membership
 from tests.factories import MerchantFactory, UserFactory
 from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
 from tests.payments.test_portal_support import PASSWORD, merchant_user, url
