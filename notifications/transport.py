@@ -190,8 +190,10 @@ def webhook_url_check(url: str) -> CheckedURL:
     for address in addresses:
         problem = address_problem(address, allow_loopback=allow_loopback)
         if problem:
-            where = "is" if literal is not None else f"resolves to {address}, which is"
-            raise _refuse(f"{host!r} {where} {problem}; webhooks only go to public addresses.")
+            if literal is not None:
+                raise _refuse(f"{host!r} is {problem}; webhooks only go to public addresses.")
+            # A name's answer is not repeated: the message must not map internal names for merchants.
+            raise _refuse(f"{host!r} resolves to an address that is not public; webhooks only go to public addresses.")
     if scheme == "http" and not (allow_loopback and all(address.is_loopback for address in addresses)):
         raise _refuse("The URL must start with https://: webhooks carry payment data.")
     return CheckedURL(url=url, host=host, port=port, addresses=tuple(str(address) for address in addresses))

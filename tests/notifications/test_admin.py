@@ -160,7 +160,7 @@ def test_reenable_checks_the_url_again_and_skips_enabled_endpoints(operator_clie
     WebhookEndpoint.objects.filter(pk=gone.pk).update(enabled=False, disabled_at=gone.created_at)
     dns.answer("hooks.merchant.example", "10.0.0.7")
     response = confirm_action(operator_client, ENDPOINTS_URL, "reenable", [gone], reason="again")
-    assert "private address" in response.content.decode()  # back on the confirmation form
+    assert "not public" in response.content.decode()  # back on the confirmation form
     assert not WebhookEndpoint.objects.get(pk=gone.pk).enabled
 
 

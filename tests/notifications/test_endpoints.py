@@ -95,7 +95,7 @@ BAD_EDITS = [
     ({"url": "https://10.0.0.1/hook"}, "url", "a private address"),
     ({"url": "https://0x7f000001/hook"}, "url", "a loopback address"),
     ({"url": "https://169.254.169.254/latest/meta-data"}, "url", "a cloud metadata address"),
-    ({"url": "https://intranet.merchant.example/hook"}, "url", "resolves to 10.1.2.3"),
+    ({"url": "https://intranet.merchant.example/hook"}, "url", "resolves to an address that is"),
     ({"url": "http://hooks.merchant.example/hook"}, "url", "must start with https://"),
     ({"event_types": ["payment.stolen"]}, "event_types", "Unknown event types: payment.stolen"),
 ]
@@ -120,7 +120,7 @@ def test_update_checks_the_url_again_even_when_it_is_unchanged(public_endpoint, 
         webhook_endpoint_update(
             endpoint=public_endpoint, url=HOOK_URL, event_types=[], description="new text", actor=operator
         )
-    assert "resolves to 192.168.1.20" in " ".join(refused.value.message_dict["url"])
+    assert "resolves to an address that is" in " ".join(refused.value.message_dict["url"])
     assert endpoint_row(public_endpoint)["description"] == "shop"
 
 

@@ -122,14 +122,16 @@ def test_name_resolving_to_internal_address_is_refused_at_save(merchant, dns, ad
     dns.answer("hooks.merchant.example", address)
     with pytest.raises(ValidationError) as refused:
         webhook_endpoint_create(merchant=merchant, url="https://hooks.merchant.example/hooks")
-    assert f"resolves to {ipaddress.ip_address(address)}" in refused.value.messages[0]
+    message = refused.value.messages[0]
+    assert "resolves to an address that is not public" in message
+    assert str(ipaddress.ip_address(address)) not in message  # internal answers are not echoed
     assert not WebhookEndpoint.objects.exists()
 
 
 @pytest.mark.django_db
 def test_one_internal_answer_among_public_ones_is_enough_to_refuse(merchant, dns):
     dns.answer("hooks.merchant.example", PUBLIC_ADDRESS, "10.0.0.7")
-    with pytest.raises(ValidationError, match="10.0.0.7"):
+    with pytest.raises(ValidationError, match="resolves to an address that is not public"):
         webhook_endpoint_create(merchant=merchant, url="https://hooks.merchant.example/hooks")
 
 
@@ -221,7 +223,7 @@ def test_dns_switched_to_internal_address_after_save_is_refused_at_delivery(
     dns.answer("hooks.merchant.example", address)
     attempt = _deliver_test_webhook(public_endpoint, operator)
     assert attempt.succeeded is False and attempt.http_status is None
-    assert attempt.error.startswith("refused:") and str(ipaddress.ip_address(address)) in attempt.error
+    assert attempt.error.startswith("refused:") and "not public" in attempt.error
     assert network_guard == []
 
 
