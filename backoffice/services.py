@@ -75,7 +75,7 @@ def job_push_rollback_unsafe(*, job_id, queue: str) -> bool:
             RUNNER,
             args=(str(job_id),),
             job_id=str(job_id),
-            timeout=settings.JOB_TIMEOUT_SECONDS,
+            timeout=settings.RQ_QUEUES[queue].get("DEFAULT_TIMEOUT", settings.JOB_TIMEOUT_SECONDS),
             result_ttl=24 * 3600,
             failure_ttl=7 * 24 * 3600,
         )

@@ -109,9 +109,13 @@ REDIS_IS_EMBEDDED = not env.str("REDIS_URL", default="")
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
 JOB_TIMEOUT_SECONDS = env.int("PAYDESK_JOB_TIMEOUT_SECONDS", default=300)
+# A webhook receiver that answers one byte at a time defeats the per-read HTTP timeout;
+# the notifications queue's own job timeout bounds how long it can hold a worker.
+NOTIFICATIONS_JOB_TIMEOUT_SECONDS = env.int("PAYDESK_NOTIFICATIONS_JOB_TIMEOUT_SECONDS", default=60)
 RQ_QUEUES = {
-    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": JOB_TIMEOUT_SECONDS}
-    for name in ("payments", "notifications", "default")
+    "payments": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": JOB_TIMEOUT_SECONDS},
+    "notifications": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": NOTIFICATIONS_JOB_TIMEOUT_SECONDS},
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": JOB_TIMEOUT_SECONDS},
 }
 REDIS_PUSH_TIMEOUT_SECONDS = env.float("REDIS_PUSH_TIMEOUT_SECONDS", default=5.0)
 # Set explicitly: our own outbox pushes on commit, so django-rq must enqueue at once when
@@ -203,6 +207,7 @@ for _name in (
     "JOBS_SWEEP_INTERVAL_SECONDS",
     "JOBS_DEFAULT_MAX_ATTEMPTS",
     "JOB_TIMEOUT_SECONDS",
+    "NOTIFICATIONS_JOB_TIMEOUT_SECONDS",
     "REDIS_PUSH_TIMEOUT_SECONDS",
     "WEBHOOKS_TIMEOUT_SECONDS",
 ):

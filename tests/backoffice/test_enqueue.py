@@ -234,3 +234,16 @@ def test_a_hung_redis_delays_the_commit_by_the_push_timeout_only_and_the_job_sta
     assert processing_job(payment).status == JobStatus.PENDING
     report = jobs_sweep()
     assert report.redis_down and processing_job(payment).status == JobStatus.PENDING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_queue_gives_its_jobs_its_own_time_limit(settings):
+    settings.RQ_QUEUES = {
+        **settings.RQ_QUEUES,
+        "notifications": {**settings.RQ_QUEUES["notifications"], "DEFAULT_TIMEOUT": 45},
+    }
+    webhook = job_enqueue(func="notifications.jobs.deliver_notification", kwargs={"x": 1}, queue="notifications")
+    charge = job_enqueue(func="payments.jobs.process_payment", kwargs={"payment_id": 0}, queue="payments")
+    connection = django_rq.get_connection("default")
+    assert RQJob.fetch(str(webhook.pk), connection=connection).timeout == 45
+    assert RQJob.fetch(str(charge.pk), connection=connection).timeout == settings.JOB_TIMEOUT_SECONDS
