@@ -67,7 +67,11 @@ class Command(BaseCommand):
         for _ in range(5):  # processing, its worker killed mid-call: the sweeper will recover it
             payment = self._new_payment(rng, merchants, currencies, "tok_success")
             services.payment_processing_start(payment_id=payment.pk)
-            Job.objects.filter(object_id=str(payment.pk), status__in=[JobStatus.PENDING, JobStatus.QUEUED]).update(
+            Job.objects.filter(
+                func=services.PROCESS_JOB,
+                kwargs__payment_id=payment.pk,
+                status__in=[JobStatus.PENDING, JobStatus.QUEUED],
+            ).update(
                 status=JobStatus.RUNNING,
                 attempts=1,
                 started_at=timezone.now() - timedelta(minutes=5),
@@ -134,7 +138,9 @@ class Command(BaseCommand):
         """Create and process at once with the real runner, as a worker would."""
         with transaction.atomic():
             payment = self._new_payment(rng, merchants, currencies, token)
-        for job in Job.objects.filter(object_id=str(payment.pk), status=JobStatus.PENDING):
+        for job in Job.objects.filter(
+            func=services.PROCESS_JOB, kwargs__payment_id=payment.pk, status=JobStatus.PENDING
+        ):
             run_job(str(job.pk))
         payment.refresh_from_db()
         return payment
