@@ -1,0 +1,25 @@
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from payments.models import Merchant, Payment, Refund
+from payments.states import PaymentStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_once_gives_every_state_and_a_login_per_role(capsys):
+    call_command("seed_demo", "--once")
+    printed = capsys.readouterr().out
+    assert Merchant.objects.count() == 3
+    assert 190 <= Payment.objects.count() <= 210
+    statuses = set(Payment.objects.values_list("status", flat=True))
+    assert statuses == set(PaymentStatus.values)
+    assert Refund.objects.filter(status="requested").exists()
+    for username in ("admin", "operator", "finance", "approver", "viewer"):
+        assert username in printed
+        assert get_user_model().objects.filter(username=username).exists()
+
+    call_command("seed_demo", "--once")
+    assert "already present" in capsys.readouterr().out
+    assert Merchant.objects.count() == 3 and 190 <= Payment.objects.count() <= 210
