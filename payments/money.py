@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from iso4217 import Currency
 
 AMOUNT_PATTERN = re.compile(r"^-?\d{1,15}(\.\d{1,15})?$")
+GROUPED_AMOUNT_PATTERN = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d{1,15})?$")
 
 
 def currency_exponent(code: str) -> int:
@@ -29,7 +30,15 @@ def validate_currency(code: str) -> None:
 def parse_major_amount(text: str, currency: str) -> int:
     """'12.34' EUR -> 1234; refuses letters, signs, and more decimals than the currency has."""
     exponent = currency_exponent(currency)
-    cleaned = str(text).strip().replace(",", "").replace("_", "")
+    text = str(text).strip()
+    # A comma only between groups of thousands ("1,234.56"): "12,34" meant as a decimal comma
+    # must not become 1,234.00.
+    if "," in text and not GROUPED_AMOUNT_PATTERN.match(text):
+        raise ValidationError(
+            "Use a point for decimals, and commas only between thousands, as in 1,234.56.",
+            code="invalid_amount",
+        )
+    cleaned = text.replace(",", "")
     # Plain digits with at most one point: no exponents ("1e999999" would overflow), no signs
     # other than a leading minus (reported as not positive), no NaN or Infinity.
     if not AMOUNT_PATTERN.match(cleaned):

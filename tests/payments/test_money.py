@@ -44,6 +44,10 @@ def test_major_amounts_parse_exactly_per_currency(text, currency, minor):
         ("1e999999", "EUR", "invalid_amount"),
         ("1e2", "EUR", "invalid_amount"),
         ("+5", "EUR", "invalid_amount"),
+        ("12,34", "EUR", "invalid_amount"),
+        ("1,2,3", "EUR", "invalid_amount"),
+        ("1,23.45", "EUR", "invalid_amount"),
+        ("1_000", "EUR", "invalid_amount"),
         ("1" * 16, "EUR", "invalid_amount"),
     ],
 )
@@ -59,3 +63,9 @@ def test_bad_major_amounts_are_refused_with_a_reason(text, currency, code):
 )
 def test_amounts_display_in_major_units(minor, currency, shown):
     assert format_minor(minor, currency) == shown
+
+
+def test_commas_are_accepted_only_between_thousands():
+    assert parse_major_amount("1,234,567", "JPY") == 1_234_567
+    with pytest.raises(ValidationError, match="Use a point for decimals"):
+        parse_major_amount("12,34", "EUR")  # a decimal comma must never become 1,234.00
