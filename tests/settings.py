@@ -24,7 +24,8 @@ else:
     # Keep host and credentials, pick this worker's database number.
     _url = urlsplit(os.environ["REDIS_URL"])
     if _url.scheme == "unix":
-        os.environ["REDIS_URL"] = urlunsplit(_url._replace(query=f"db={_redis_db}"))
+        # urlunsplit would drop the empty host ("unix:/path"), which redis-py refuses.
+        os.environ["REDIS_URL"] = f"unix://{_url.path}?db={_redis_db}"
     else:
         os.environ["REDIS_URL"] = urlunsplit(_url._replace(path=f"/{_redis_db}"))
 
@@ -35,3 +36,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Serve static files from the apps without a collectstatic run.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+if USING_SQLITE:  # noqa: F405
+    # A file, not the default in-memory database: worker processes started by the tests must
+    # see the same data.
+    DATABASES["default"]["TEST"] = {"NAME": str(RUN_DIR / f"test-db-{_worker}.sqlite3")}  # noqa: F405
