@@ -114,6 +114,7 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "run_at",
         "created_at",
         "duration",
+        "last_error_short",
     ]
     list_filter = ["status", "queue", ("func", admin.AllValuesFieldListFilter), JobAgeFilter]
     search_fields = ["id", "func", "object_id"]
@@ -202,6 +203,10 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         target = job.concerns
         text = str(target) if target is not None else f"{job.content_type.model} {job.object_id} (deleted)"
         return admin_object_link(job.content_type_id, job.object_id, text)
+
+    @admin.display(description="last error")
+    def last_error_short(self, job: Job) -> str:
+        return (job.last_error[:80] + "…") if len(job.last_error) > 80 else job.last_error or "-"
 
     @admin.display(description="attempts")
     def attempts_display(self, job: Job) -> str:
@@ -335,3 +340,6 @@ class ThrottledAdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
 
 
 admin.site.login_form = ThrottledAdminLoginForm
+admin.site.site_header = "Paydesk back office"
+admin.site.site_title = "Paydesk"
+admin.site.site_url = None  # staff have no public site to go back to

@@ -144,7 +144,14 @@ PAYMENTS_RECOVERY_SCHEDULE_SECONDS = env.list(
 PAYMENTS_MAX_AMOUNT_MINOR = env.int("PAYMENTS_MAX_AMOUNT_MINOR", default=100_000_000)
 # Refunds at or above this amount (major units, per currency; "default" for the rest) need
 # a second staff member's approval. Example: "EUR=500,JPY=75000,default=500".
-PAYMENTS_REFUND_APPROVAL_THRESHOLD = env.dict("PAYMENTS_REFUND_APPROVAL_THRESHOLD", default={"default": "500"})
+# The default is roughly 500 EUR in each currency, so four eyes mean the same in JPY or KWD.
+PAYMENTS_REFUND_APPROVAL_THRESHOLD = env.dict(
+    "PAYMENTS_REFUND_APPROVAL_THRESHOLD",
+    default={
+        "EUR": "500", "USD": "550", "GBP": "450", "CHF": "500", "SEK": "6000", "PLN": "2200",
+        "JPY": "80000", "KWD": "170", "default": "500",
+    },
+)  # fmt: skip
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

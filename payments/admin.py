@@ -47,6 +47,7 @@ from payments.services import (
     resolution_reject,
     resolution_request,
 )
+from payments.states import RefundStatus
 
 
 @admin.register(Merchant)
@@ -166,7 +167,11 @@ class RefundInline(ReadOnlyInline, admin.TabularInline):
     ordering = ["-created_at"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("payment", "requested_by", "approved_by", "rejected_by")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("payment__merchant", "requested_by", "approved_by", "rejected_by")
+        )
 
     @admin.display(description="refund")
     def refund(self, refund: Refund) -> str:
@@ -374,13 +379,17 @@ class PaymentAdmin(admin.ModelAdmin):
     def refund(self, request, queryset):
         single = queryset.get() if queryset.count() == 1 else None
 
+        requested: list[Refund] = []
+
         def apply(payment, data):
             amount = data.get("amount") or refund_remaining_minor(payment)
-            return refund_request(
+            refund = refund_request(
                 payment=payment, amount_minor=amount, reason=data["reason"], requested_by=request.user
             )
+            requested.append(refund)
+            return refund
 
-        return confirm_with_form(
+        response = confirm_with_form(
             self,
             request,
             queryset,
@@ -391,6 +400,17 @@ class PaymentAdmin(admin.ModelAdmin):
             apply=apply,
             form_kwargs={"payment": single, "remaining_minor": refund_remaining_minor(single) if single else None},
         )
+        waiting = [refund for refund in requested if refund.status == RefundStatus.REQUESTED]
+        if waiting:
+            self.message_user(
+                request,
+                f"{len(waiting)} of them await a second person's approval ({', '.join(r.public_id for r in waiting)}); "
+                f"the others were approved and sent.",
+                messages.INFO,
+            )
+        elif requested:
+            self.message_user(request, "Below the approval threshold: approved and sent to the gateway.", messages.INFO)
+        return response
 
     @admin.action(description="Ask for a manual settlement (unknown payments)", permissions=["settle"])
     def request_settlement(self, request, queryset):
@@ -449,7 +469,9 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "public_id",
         "payment_link",
+        "merchant",
         "amount",
+        "reason_short",
         "status",
         "needs_approval",
         "requested_by",
@@ -493,6 +515,14 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, refund: Refund) -> str:
         return refund.amount_display
+
+    @admin.display(description="merchant", ordering="payment__merchant__name")
+    def merchant(self, refund: Refund) -> str:
+        return refund.payment.merchant.name
+
+    @admin.display(description="reason")
+    def reason_short(self, refund: Refund) -> str:
+        return (refund.reason[:60] + "…") if len(refund.reason) > 60 else refund.reason
 
     @admin.display(description="decided by")
     def decided_by(self, refund: Refund) -> str:
@@ -544,6 +574,14 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         )
 
 
+def describe_settlement(item: ResolutionRequest) -> str:
+    payment = item.payment
+    return (
+        f"{payment.public_id} {payment.amount_display} ({payment.merchant}): settle as {item.resolve_to}, "
+        f"asked by {item.requested_by}: {item.reason}"
+    )
+
+
 @admin.register(ResolutionRequest)
 class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["payment_link", "resolve_to", "status", "requested_by", "decided_by", "created_at"]
@@ -582,6 +620,7 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             request,
             queryset,
             verb="approve",
+            describe=describe_settlement,
             done="applied",
             form_class=DecisionForm,
             apply=lambda item, data: resolution_approve(request=item, approver=request.user, note=data["note"]),
@@ -594,6 +633,7 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             request,
             queryset,
             verb="reject",
+            describe=describe_settlement,
             done="rejected",
             form_class=DecisionForm,
             apply=lambda item, data: resolution_reject(request=item, approver=request.user, note=data["note"]),

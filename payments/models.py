@@ -316,6 +316,7 @@ class ResolutionRequest(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "manual settlement request"
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(

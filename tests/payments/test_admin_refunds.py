@@ -184,3 +184,10 @@ def test_manual_settlement_through_the_admin(users, make_payment):
     post(logged_in(users["Approvers"]), SETTLEMENTS_URL, "approve", [request], post="yes", note="confirmed")
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.FAILED
+
+
+def test_the_refund_report_says_which_refunds_wait_for_a_second_person(users, captured, settings):
+    settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
+    done = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [captured], post="yes", amount="80", reason="r")
+    refund = Refund.objects.get()
+    assert any("await a second person's approval" in m and refund.public_id in m for m in messages_of(done))
