@@ -10,6 +10,7 @@ environment are never used.
 """
 
 import ipaddress
+import logging
 import re
 import socket
 import time
@@ -55,6 +56,8 @@ NON_PUBLIC_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".ho
 HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # WHATWG URL: a host whose last label is a number is an IPv4 address in some spelling.
 NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+
+logger = logging.getLogger(__name__)
 
 
 class WebhookURLError(ValidationError):
@@ -312,6 +315,16 @@ def webhook_post_rollback_unsafe(*, url: str, body: bytes, headers: dict[str, st
     except requests.exceptions.Timeout:
         return WebhookResponse(http_status=None, duration_ms=elapsed_ms(), error=f"timed out after {timeout:g} s")
     except requests.RequestException as error:
-        return WebhookResponse(
-            http_status=None, duration_ms=elapsed_ms(), error=f"{type(error).__name__}: {error}"[:500]
-        )
+        logger.info("webhook delivery to %s failed: %r", checked.host, error)  # the detail, for staff
+        return WebhookResponse(http_status=None, duration_ms=elapsed_ms(), error=_delivery_error_text(error))
+
+
+def _delivery_error_text(error: requests.RequestException) -> str:
+    """What went wrong, in words a merchant can act on (the exception itself goes to the log)."""
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS handshake failed: check the endpoint's certificate (it must be valid for this host name)"
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return "could not connect: nothing answered at this address and port"
+    if isinstance(error, requests.exceptions.ContentDecodingError | requests.exceptions.ChunkedEncodingError):
+        return "the answer could not be read (broken encoding)"
+    return f"request failed ({type(error).__name__})"

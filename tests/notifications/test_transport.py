@@ -4,6 +4,7 @@ again at delivery, including names whose DNS answer changes between the two."""
 import ipaddress
 
 import pytest
+import requests
 from django.core.exceptions import ValidationError
 
 from backoffice.models import AuditEntry
@@ -265,3 +266,17 @@ def test_delivery_connects_to_the_checked_address_with_the_merchants_host_name(
     assert notification.status == NotificationStatus.DELIVERED
     ((request, _response),) = receiver.log
     assert request.headers["Host"] == f"hooks.merchant.example:{receiver.port}"
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] _ssl.c:1006"), "TLS handshake failed"),
+        (requests.exceptions.ConnectionError("HTTPSConnectionPool(host=...): Max retries"), "could not connect"),
+    ],
+)
+def test_delivery_errors_are_told_in_words_not_exceptions(error, text):
+    from notifications.transport import _delivery_error_text
+
+    message = _delivery_error_text(error)
+    assert text in message and "_ssl.c" not in message and "HTTPSConnectionPool" not in message
