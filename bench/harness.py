@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -85,6 +87,21 @@ def start_own_redis() -> tuple[str, subprocess.Popen]:
             server.kill()
             sys.exit(f"bench: could not start {binary} on port {port}")
         time.sleep(0.05)
+
+
+@contextmanager
+def bench_redis(*, own: bool, url: str | None) -> Iterator[str]:
+    """The Redis URL to use: a private server for the duration (own), else `url`, else
+    REDIS_URL's server with the bench database."""
+    if not own:
+        yield url or bench_redis_url(os.environ.get("REDIS_URL"))
+        return
+    own_url, server = start_own_redis()
+    try:
+        yield own_url
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def configure(*, database_url: str, redis_url: str, gateway_latency_ms: int = 0) -> None:
@@ -206,8 +223,11 @@ def _delete_with_dependents(queryset, *, job_ids: list[str], path: tuple) -> Non
     pks = list(queryset.values_list("pk", flat=True))
     if not pks:
         return
-    for relation in model._meta.related_objects:
-        if relation.many_to_many or relation.related_model in path or relation.related_model is model:
+    # include_hidden: a foreign key with related_name="+" (Notification.payment_event) protects too.
+    for relation in model._meta.get_fields(include_hidden=True):
+        if not (relation.auto_created and not relation.concrete and (relation.one_to_many or relation.one_to_one)):
+            continue
+        if relation.related_model in path or relation.related_model is model:
             continue
         dependents = relation.related_model._base_manager.filter(**{f"{relation.field.name}__in": pks})
         _delete_with_dependents(dependents, job_ids=job_ids, path=(*path, model))

@@ -130,22 +130,28 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="payments timed per pipeline (default 300)")
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
+    parser.add_argument("--own-redis", action="store_true", help="start a private redis-server")
     args = parser.parse_args()
-    harness.configure(
-        database_url=args.database_url or harness.bench_database_url(os.environ.get("DATABASE_URL")),
-        redis_url=args.redis_url or harness.bench_redis_url(os.environ.get("REDIS_URL")),
-    )
+    with harness.bench_redis(own=args.own_redis, url=args.redis_url) as redis_url:
+        harness.configure(
+            database_url=args.database_url or harness.bench_database_url(os.environ.get("DATABASE_URL")),
+            redis_url=redis_url,
+        )
+        measure(args.n)
+
+
+def measure(n: int) -> None:
     known_queues = harness.refuse_shared_queues()
     try:
         counts = count_queries()
         # Alternate, twice each, so that a drift of the machine favours neither.
         timings: dict[str, list[tuple[float, float]]] = {"ours": [], "plain": []}
         for _ in range(2):
-            timings["ours"].append(time_per_payment(args.n, "ours", create_ours, run_ours))
-            timings["plain"].append(time_per_payment(args.n, "plain", create_plain, run_plain))
+            timings["ours"].append(time_per_payment(n, "ours", create_ours, run_ours))
+            timings["plain"].append(time_per_payment(n, "plain", create_plain, run_plain))
     finally:
         harness.forget_queues(known_queues)
-    print(f"\nin this process, N={args.n}, best of 2: ms per payment")
+    print(f"\nin this process, N={n}, best of 2: ms per payment")
     print(f"  {'':6} {'create':>8} {'run':>8}   queries create / run")
     for label in ("ours", "plain"):
         create_ms = min(timing[0] for timing in timings[label])

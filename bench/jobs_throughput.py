@@ -394,17 +394,8 @@ def main() -> None:
     args = parser.parse_args()
 
     database_url = args.database_url or harness.bench_database_url(os.environ.get("DATABASE_URL"))
-    own_redis = None
-    if args.own_redis:
-        redis_url, own_redis = harness.start_own_redis()
-    else:
-        redis_url = args.redis_url or harness.bench_redis_url(os.environ.get("REDIS_URL"))
-    try:
+    with harness.bench_redis(own=args.own_redis, url=args.redis_url) as redis_url:
         run(args, database_url=database_url, redis_url=redis_url)
-    finally:
-        if own_redis is not None:
-            own_redis.terminate()
-            own_redis.wait()
 
 
 def run(args, *, database_url: str, redis_url: str) -> None:
