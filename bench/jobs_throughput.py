@@ -394,6 +394,8 @@ def main() -> None:
     args = parser.parse_args()
 
     database_url = args.database_url or harness.bench_database_url(os.environ.get("DATABASE_URL"))
+    # A plain `kill` unwinds like Ctrl-C: workers stopped, rows and jobs deleted, own Redis stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with harness.bench_redis(own=args.own_redis, url=args.redis_url) as redis_url:
         run(args, database_url=database_url, redis_url=redis_url)
 

@@ -1,6 +1,8 @@
 """The two baselines Paydesk's job pipeline is measured against. Workers import this module
 by dotted path, so it holds only job bodies and producers, nothing of the script."""
 
+from functools import cache
+
 import django_rq
 from django.db import transaction
 
@@ -12,6 +14,13 @@ NOOP_JOB = "bench.pipelines.noop"
 
 def noop() -> None:
     """The cheapest job RQ can run: the floor of a worker class."""
+
+
+@cache
+def payments_queue():
+    # Built once: django_rq.get_queue opens a new Redis connection pool on every call.
+    # on_db_commit: a rolled-back payment must not be processed (our settings say "auto").
+    return django_rq.get_queue("payments", commit_mode="on_db_commit")
 
 
 def plain_job_id(payment: Payment) -> str:
@@ -47,8 +56,5 @@ def plain_payment_create(
                 payment_method=payment_method,
             )
         _record_event(payment, from_status="", reason="created")
-        # on_db_commit: a rolled-back payment must not be processed (settings use "auto").
-        django_rq.get_queue("payments", commit_mode="on_db_commit").enqueue_call(
-            PROCESS_JOB, kwargs={"payment_id": payment.pk}, job_id=plain_job_id(payment)
-        )
+        payments_queue().enqueue_call(PROCESS_JOB, kwargs={"payment_id": payment.pk}, job_id=plain_job_id(payment))
     return payment
