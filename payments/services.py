@@ -183,27 +183,31 @@ def payment_create(
 # --- transitions ----------------------------------------------------------------------------
 
 
-def _record_event(payment: Payment, *, from_status: str, actor=None, actor_label: str = "", reason: str = ""):
-    event = PaymentEvent.objects.create(
-        payment=payment,
+def _record_event(subject: Payment | Refund, *, from_status: str, actor=None, actor_label: str = "", reason: str = ""):
+    """Append the subject's event (PaymentEvent or RefundEvent) and send its status signal."""
+    event_model, name, signal = {
+        Payment: (PaymentEvent, "payment", payment_status_changed),
+        Refund: (RefundEvent, "refund", refund_status_changed),
+    }[type(subject)]
+    user = actor if getattr(actor, "pk", None) else None
+    event = event_model.objects.create(
+        **{name: subject},
         from_status=from_status,
-        to_status=payment.status,
-        actor=actor if getattr(actor, "pk", None) else None,
-        actor_label=actor_label or ("" if getattr(actor, "pk", None) else "system"),
+        to_status=subject.status,
+        actor=user,
+        actor_label=actor_label or ("" if user else "system"),
         reason=reason,
     )
-    payment_status_changed.send(
-        sender=Payment, payment=payment, event=event, from_status=from_status, to_status=payment.status
-    )
+    signal.send(sender=type(subject), **{name: subject}, event=event, from_status=from_status, to_status=subject.status)
     return event
 
 
-def _transition(payment: Payment, name: str, *, actor=None, actor_label: str = "", reason: str = "") -> None:
-    """Run a transition on a locked payment, save it, and record the event and signal."""
-    from_status = payment.status
-    getattr(payment, name)()
-    payment.save()
-    _record_event(payment, from_status=from_status, actor=actor, actor_label=actor_label, reason=reason)
+def _transition(subject: Payment | Refund, name: str, *, actor=None, actor_label: str = "", reason: str = "") -> None:
+    """Run a transition on a locked payment or refund, save it, and record the event and signal."""
+    from_status = subject.status
+    getattr(subject, name)()
+    subject.save()
+    _record_event(subject, from_status=from_status, actor=actor, actor_label=actor_label, reason=reason)
 
 
 def _locked(payment_id: int) -> Payment:
@@ -410,28 +414,6 @@ def refund_approval_threshold_minor(currency: str) -> int:
     return major_to_minor(thresholds.get(currency, thresholds.get("default", "0")), currency)
 
 
-def _record_refund_event(refund: Refund, *, from_status: str, actor=None, actor_label: str = "", reason: str = ""):
-    event = RefundEvent.objects.create(
-        refund=refund,
-        from_status=from_status,
-        to_status=refund.status,
-        actor=actor if getattr(actor, "pk", None) else None,
-        actor_label=actor_label or ("" if getattr(actor, "pk", None) else "system"),
-        reason=reason,
-    )
-    refund_status_changed.send(
-        sender=Refund, refund=refund, event=event, from_status=from_status, to_status=refund.status
-    )
-    return event
-
-
-def _refund_transition(refund: Refund, name: str, *, actor=None, actor_label: str = "", reason: str = "") -> None:
-    from_status = refund.status
-    getattr(refund, name)()
-    refund.save()
-    _record_refund_event(refund, from_status=from_status, actor=actor, actor_label=actor_label, reason=reason)
-
-
 def _enqueue_refund(refund: Refund, *, actor=None) -> Job:
     return job_enqueue(
         func=REFUND_JOB,
@@ -490,7 +472,7 @@ def _refund_create(*, payment: Payment, amount_minor: int, reason: str, requeste
             requested_by=requested_by,
             needs_approval=needs_approval,
         )
-        _record_refund_event(refund, from_status="", actor=requested_by, reason=reason)
+        _record_event(refund, from_status="", actor=requested_by, reason=reason)
         audit_record(
             actor=requested_by,
             action="refund_request",
@@ -500,7 +482,7 @@ def _refund_create(*, payment: Payment, amount_minor: int, reason: str, requeste
         )
         if not needs_approval:
             refund.decided_at = timezone.now()
-            _refund_transition(
+            _transition(
                 refund, "approve", actor_label="system", reason="below the approval threshold: approved automatically"
             )
             _enqueue_refund(refund, actor=requested_by)
@@ -524,7 +506,7 @@ def refund_approve(*, refund: Refund, approver, note: str = "") -> Refund:
     with transaction.atomic():
         refund = _locked_refund_for_decision(refund, approver, "approve refunds")
         refund.approved_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note.strip()
-        _refund_transition(refund, "approve", actor=approver, reason=note.strip() or "approved")
+        _transition(refund, "approve", actor=approver, reason=note.strip() or "approved")
         audit_record(
             actor=approver,
             action="refund_approve",
@@ -542,7 +524,7 @@ def refund_reject(*, refund: Refund, approver, note: str) -> Refund:
     with transaction.atomic():
         refund = _locked_refund_for_decision(refund, approver, "reject refunds")
         refund.rejected_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note
-        _refund_transition(refund, "reject", actor=approver, reason=note)
+        _transition(refund, "reject", actor=approver, reason=note)
         audit_record(
             actor=approver,
             action="refund_reject",
@@ -559,7 +541,7 @@ def refund_processing_start(*, refund_id: int) -> Refund | None:
     with transaction.atomic():
         refund = Refund.objects.select_for_update().select_related("payment").get(pk=refund_id)
         if refund.status == RefundStatus.APPROVED:
-            _refund_transition(refund, "start_processing", actor_label="worker")
+            _transition(refund, "start_processing", actor_label="worker")
         elif refund.status != RefundStatus.PROCESSING:
             return None
         return refund
@@ -589,9 +571,9 @@ def refund_result_apply(*, refund_id: int, result: RefundResult) -> Refund:
         refund.error_code, refund.error_message = result.error_code, result.error_message
         refund.completed_at = timezone.now()
         if result.outcome != GatewayOutcome.SUCCEEDED:
-            _refund_transition(refund, "fail", actor_label="worker", reason=f"declined: {result.error_code}")
+            _transition(refund, "fail", actor_label="worker", reason=f"declined: {result.error_code}")
             return refund
-        _refund_transition(refund, "succeed", actor_label="worker", reason="refunded by the gateway")
+        _transition(refund, "succeed", actor_label="worker", reason="refunded by the gateway")
         refunded = payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(total=Sum("amount_minor"))["total"]
         _transition(
             payment,
