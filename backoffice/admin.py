@@ -102,8 +102,29 @@ class JobAgeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class JobColumns:
+    """Columns a job shows wherever it is listed: the job list and a payment's jobs."""
+
+    @admin.display(description="function", ordering="func")
+    def function(self, job: Job) -> str:
+        return job.short_func
+
+    @admin.display(description="attempts")
+    def attempts_display(self, job: Job) -> str:
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="duration")
+    def duration(self, job: Job) -> str:
+        seconds = job.duration_seconds
+        return "-" if seconds is None else f"{seconds:.3f} s"
+
+    @admin.display(description="django-rq")
+    def rq_link(self, job: Job) -> str:
+        return rq_job_link(job)
+
+
 @admin.register(Job)
-class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class JobAdmin(JobColumns, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "job",
         "function",
@@ -192,10 +213,6 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def job(self, job: Job) -> str:
         return str(job.pk)[:8]
 
-    @admin.display(description="function", ordering="func")
-    def function(self, job: Job) -> str:
-        return job.short_func
-
     @admin.display(description="concerns")
     def concerns_link(self, job: Job) -> str:
         if not job.content_type_id or not job.object_id:
@@ -208,15 +225,6 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def last_error_short(self, job: Job) -> str:
         return (job.last_error[:80] + "…") if len(job.last_error) > 80 else job.last_error or "-"
 
-    @admin.display(description="attempts")
-    def attempts_display(self, job: Job) -> str:
-        return f"{job.attempts}/{job.max_attempts}"
-
-    @admin.display(description="duration")
-    def duration(self, job: Job) -> str:
-        seconds = job.duration_seconds
-        return "-" if seconds is None else f"{seconds:.3f} s"
-
     @admin.display(description="arguments")
     def arguments(self, job: Job) -> str:
         return pretty_json(job.kwargs)
@@ -228,10 +236,6 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="result")
     def result_display(self, job: Job) -> str:
         return pretty_json(job.result)
-
-    @admin.display(description="django-rq")
-    def rq_link(self, job: Job) -> str:
-        return rq_job_link(job)
 
     def has_requeue_permission(self, request) -> bool:
         return request.user.has_perm("backoffice.requeue_job")

@@ -12,7 +12,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
-from backoffice.admin import ReadOnlyAdminMixin, job_admin_link, may_use_rq_dashboard, rq_job_link
+from backoffice.admin import JobColumns, ReadOnlyAdminMixin, job_admin_link, may_use_rq_dashboard
 from backoffice.admin_actions import confirm_with_form, confirm_with_reason
 from backoffice.models import AuditEntry, Job
 from payments.admin_forms import (
@@ -105,7 +105,7 @@ class EventInline(ReadOnlyInline, admin.TabularInline):
         return str(event.actor) if event.actor_id else event.actor_label or "-"
 
 
-class JobInline(ReadOnlyInline, GenericTabularInline):
+class JobInline(JobColumns, ReadOnlyInline, GenericTabularInline):
     model = Job
     ordering = ["-created_at"]
     fields = [
@@ -130,23 +130,6 @@ class JobInline(ReadOnlyInline, GenericTabularInline):
     @admin.display(description="job")
     def job(self, job: Job) -> str:
         return job_admin_link(job)
-
-    @admin.display(description="function")
-    def function(self, job: Job) -> str:
-        return job.short_func
-
-    @admin.display(description="attempts")
-    def attempts_display(self, job: Job) -> str:
-        return f"{job.attempts}/{job.max_attempts}"
-
-    @admin.display(description="duration")
-    def duration(self, job: Job) -> str:
-        seconds = job.duration_seconds
-        return "-" if seconds is None else f"{seconds:.3f} s"
-
-    @admin.display(description="django-rq")
-    def rq_link(self, job: Job) -> str:
-        return rq_job_link(job)
 
 
 class AuditInline(ReadOnlyInline, GenericTabularInline):
