@@ -3,6 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?= --own-redis
 
 .PHONY: run test lint format bench migrations-check clean
 
