@@ -1,0 +1,62 @@
+"""A real worker process sends approved refunds of every simulated gateway outcome, and a
+refund job delivered twice refunds once."""
+
+import pytest
+
+from backoffice.models import Job, JobStatus
+from backoffice.runner import run_job
+from backoffice.sweeper import jobs_sweep
+from payments import services
+from payments.jobs import process_payment
+from payments.models import Refund, SimulatedGatewayRecord
+from payments.states import PaymentStatus, RefundStatus
+from tests.conftest import wait_until
+from tests.factories import UserFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.needs_postgres]
+
+# amount's last three digits -> (refund end state, error code): see SimulatedGateway.refund
+OUTCOMES = {
+    10_00: (RefundStatus.SUCCEEDED, ""),  # approved
+    10_13: (RefundStatus.FAILED, "refund_declined"),  # declined by the processor
+    10_14: (RefundStatus.SUCCEEDED, ""),  # recorded, the answer timed out; the retry finds it
+    10_15: (RefundStatus.SUCCEEDED, ""),  # a 502 first, nothing recorded; the retry refunds
+}
+
+
+def settled(refunds) -> bool:
+    jobs_sweep()  # pushes the retries once due, as the cron does
+    return all(
+        Refund.objects.get(pk=refund.pk).status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED) for refund in refunds
+    )
+
+
+def test_a_worker_sends_refunds_of_every_gateway_outcome_once(make_payment, start_worker):
+    finance = UserFactory(username="e2e-finance", roles=["Finance"])
+    payment = make_payment(amount_minor=100_00)
+    process_payment(payment.pk)
+    refunds = [
+        services.refund_request(payment=payment, amount_minor=amount, reason=f"e2e {amount}", requested_by=finance)
+        for amount in OUTCOMES
+    ]
+    start_worker("payments")
+
+    wait_until(lambda: settled(refunds), timeout=60, message="every refund settled")
+
+    for refund in refunds:
+        refund.refresh_from_db()
+        assert (refund.status, refund.error_code) == OUTCOMES[refund.amount_minor]
+        # one record at the gateway under the refund's own key, whatever the retries
+        assert SimulatedGatewayRecord.objects.filter(kind="refund", idempotency_key=refund.public_id).count() == 1
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
+    assert services.refund_remaining_minor(payment) == 100_00 - (10_00 + 10_14 + 10_15)  # the declined one freed its amount
+
+    # a duplicate delivery of every refund job, after the fact, changes nothing
+    events = {refund.pk: refund.events.count() for refund in refunds}
+    for job in Job.objects.filter(func=services.REFUND_JOB):
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED)
+        run_job(str(job.pk))
+    for refund in refunds:
+        assert refund.events.count() == events[refund.pk]
+    assert SimulatedGatewayRecord.objects.filter(kind="refund").count() == 4
