@@ -211,7 +211,9 @@ def _transition(subject: Payment | Refund, name: str, *, actor=None, actor_label
 
 
 def _locked(payment_id: int) -> Payment:
-    return Payment.objects.select_for_update().get(pk=payment_id)
+    # The merchant comes along (notifications read it on every change) but is not locked:
+    # locking it would serialise all of a merchant's payments.
+    return Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment_id)
 
 
 def _enqueue_processing(payment: Payment, *, actor=None) -> Job:
