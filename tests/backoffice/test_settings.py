@@ -32,9 +32,15 @@ def test_production_settings_pass_check_deploy_with_no_warnings():
 
 
 def test_a_secret_key_is_required_when_debug_is_off():
-    result = manage("check", DJANGO_DEBUG="false")
+    result = manage("shell", "-c", "pass", DJANGO_DEBUG="false")
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off" in result.stderr
+
+
+def test_migrations_can_be_checked_without_a_secret_key():
+    result = manage("makemigrations", "--check", "--dry-run", DJANGO_DEBUG="false")
+    assert result.returncode == 0, result.stderr
+    assert "No changes detected" in result.stdout
 
 
 @pytest.mark.parametrize(

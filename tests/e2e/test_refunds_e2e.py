@@ -50,7 +50,8 @@ def test_a_worker_sends_refunds_of_every_gateway_outcome_once(make_payment, star
         assert SimulatedGatewayRecord.objects.filter(kind="refund", idempotency_key=refund.public_id).count() == 1
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
-    assert services.refund_remaining_minor(payment) == 100_00 - (10_00 + 10_14 + 10_15)  # the declined one freed its amount
+    # the declined refund freed its amount
+    assert services.refund_remaining_minor(payment) == 100_00 - (10_00 + 10_14 + 10_15)
 
     # a duplicate delivery of every refund job, after the fact, changes nothing
     events = {refund.pk: refund.events.count() for refund in refunds}
