@@ -32,7 +32,7 @@ def test_production_settings_pass_check_deploy_with_no_warnings():
 
 
 def test_a_secret_key_is_required_when_debug_is_off():
-    result = manage("shell", "-c", "pass", DJANGO_DEBUG="false")
+    result = manage("migrate", "--plan", DJANGO_DEBUG="false")
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off" in result.stderr
 
