@@ -109,6 +109,17 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor, reason: 
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
         now = timezone.now()
+        if (
+            endpoint.previous_secret
+            and endpoint.previous_secret_expires_at
+            and endpoint.previous_secret_expires_at > now
+        ):
+            # A second rotation now would drop the oldest secret at once, breaking the promised overlap.
+            raise NotificationError(
+                f"a rotation is still in its overlap until {endpoint.previous_secret_expires_at:%Y-%m-%d %H:%M %Z}; "
+                "rotate again after that",
+                code="rotation_in_progress",
+            )
         endpoint.previous_secret = endpoint.secret
         endpoint.previous_secret_expires_at = now + timedelta(seconds=settings.WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS)
         endpoint.secret = new_signing_secret()

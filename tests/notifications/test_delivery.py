@@ -216,3 +216,17 @@ def test_payment_emails_have_text_and_html_bodies(merchant, make_payment):
     assert message.extra_headers["X-Paydesk-Event-Id"] == notification.event_id
     assert notification.status == NotificationStatus.DELIVERED
     assert json.loads(notification.body)["data"]["id"] == payment.public_id
+
+
+@pytest.mark.django_db
+def test_a_second_rotation_during_the_overlap_is_refused_and_keeps_both_secrets(endpoint, operator):
+    from django.core.exceptions import ValidationError
+
+    from notifications.services import webhook_endpoint_rotate_secret
+
+    first = endpoint.secret
+    rotated = webhook_endpoint_rotate_secret(endpoint=endpoint, actor=operator, reason="leaked")
+    with pytest.raises(ValidationError, match="still in its overlap"):
+        webhook_endpoint_rotate_secret(endpoint=rotated, actor=operator, reason="again")
+    rotated.refresh_from_db()
+    assert rotated.previous_secret == first and rotated.secret != first
