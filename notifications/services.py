@@ -116,7 +116,7 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor, reason: 
         ):
             # A second rotation now would drop the oldest secret at once, breaking the promised overlap.
             raise NotificationError(
-                f"a rotation is still in its overlap until {endpoint.previous_secret_expires_at:%Y-%m-%d %H:%M %Z}; "
+                f"a rotation is still in its overlap until {overlap_ends:%Y-%m-%d %H:%M %Z}; "
                 "rotate again after that",
                 code="rotation_in_progress",
             )
