@@ -109,15 +109,11 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor, reason: 
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
         now = timezone.now()
-        if (
-            endpoint.previous_secret
-            and endpoint.previous_secret_expires_at
-            and endpoint.previous_secret_expires_at > now
-        ):
+        overlap_ends = endpoint.previous_secret_expires_at
+        if endpoint.previous_secret and overlap_ends and overlap_ends > now:
             # A second rotation now would drop the oldest secret at once, breaking the promised overlap.
             raise NotificationError(
-                f"a rotation is still in its overlap until {overlap_ends:%Y-%m-%d %H:%M %Z}; "
-                "rotate again after that",
+                f"a rotation is still in its overlap until {overlap_ends:%Y-%m-%d %H:%M %Z}; rotate again after that",
                 code="rotation_in_progress",
             )
         endpoint.previous_secret = endpoint.secret
