@@ -19,7 +19,7 @@ from django_rq.settings import get_queues_map
 
 from backoffice.admin_actions import confirm_with_reason
 from backoffice.models import AuditEntry, Job
-from backoffice.services import job_cancel, job_requeue
+from backoffice.services import audit_record, job_cancel, job_requeue
 from backoffice.throttle import ThrottledLoginMixin
 
 # --- links shared with the other apps' admin pages ----------------------------------------
@@ -323,7 +323,17 @@ class RQDashboardAdmin(QueueAdmin):
             # Anonymous users fall through to the admin's own redirect to the login page.
             if request.user.is_active and request.user.is_staff and not may_use_rq_dashboard(request.user):
                 raise PermissionDenied
-            return view(request, *args, **kwargs)
+            response = view(request, *args, **kwargs)
+            if request.method == "POST" and request.user.is_authenticated and response.status_code < 400:
+                # Emptying a queue or deleting an RQ job moves work behind the ledger's back:
+                # it goes in the audit trail like our own job actions.
+                audit_record(
+                    actor=request.user,
+                    action=f"rq_dashboard_{getattr(view, '__name__', 'action')}",
+                    target=None,
+                    details={"path": request.path, "action": request.POST.get("action", "")},
+                )
+            return response
 
         return guarded
 

@@ -340,6 +340,18 @@ def test_viewer_is_kept_out_of_the_django_rq_dashboard(viewer_client):
     assert queue.count == 1
 
 
+def test_emptying_a_queue_in_the_django_rq_dashboard_is_audited(operator, operator_client):
+    queue = django_rq.get_queue("default")
+    queue.enqueue("os.getcwd")
+    queue_index = get_queues_map()["default"]
+
+    operator_client.post(reverse("admin:django_rq_clear", args=[queue_index]), {"post": "yes"})
+
+    assert queue.count == 0
+    entry = AuditEntry.objects.get(action__startswith="rq_dashboard_")
+    assert entry.actor == operator and entry.details["path"].endswith(f"queues/{queue_index}/empty/")
+
+
 def test_anonymous_visitor_of_the_django_rq_dashboard_is_sent_to_the_login_page(client):
     response = client.get(reverse("admin:django_rq_home"))
 
