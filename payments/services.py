@@ -491,22 +491,27 @@ def _refund_create(*, payment: Payment, amount_minor: int, reason: str, requeste
     return refund
 
 
-def _locked_refund_for_decision(refund: Refund, approver, perm_what: str) -> Refund:
-    _require_perm(approver, "payments.approve_refund", perm_what)
-    payment = _locked(refund.payment_id)
-    refund = Refund.objects.select_for_update().get(pk=refund.pk)
-    refund.payment = payment
-    if refund.requested_by_id == approver.pk:
-        raise PaymentError("A refund needs a second person: you requested this one.", code="four_eyes")
-    if refund.status != RefundStatus.REQUESTED:
-        raise PaymentError(f"not awaiting approval (it is {refund.get_status_display().lower()})", code="wrong_status")
-    return refund
+def _locked_for_second_person(subject: Refund | ResolutionRequest, *, approver, perm: str, what: str):
+    """Lock the payment, then the refund or settlement request awaiting a decision, and check
+    the decider may decide it: the permission, not the requester (four eyes), still open."""
+    _require_perm(approver, perm, what)
+    payment = _locked(subject.payment_id)
+    subject = type(subject).objects.select_for_update().get(pk=subject.pk)
+    subject.payment = payment
+    kind = "refund" if isinstance(subject, Refund) else "manual settlement"
+    if subject.requested_by_id == approver.pk:
+        raise PaymentError(f"A {kind} needs a second person: you asked for this one.", code="four_eyes")
+    if subject.status != "requested":
+        raise PaymentError(f"not awaiting approval (it is {subject.get_status_display().lower()})", code="wrong_status")
+    return subject
 
 
 def refund_approve(*, refund: Refund, approver, note: str = "") -> Refund:
     """A second person with approve_refund approves; locks payment and refund, queues the refund job."""
     with transaction.atomic():
-        refund = _locked_refund_for_decision(refund, approver, "approve refunds")
+        refund = _locked_for_second_person(
+            refund, approver=approver, perm="payments.approve_refund", what="approve refunds"
+        )
         refund.approved_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note.strip()
         _transition(refund, "approve", actor=approver, reason=note.strip() or "approved")
         audit_record(
@@ -524,7 +529,9 @@ def refund_reject(*, refund: Refund, approver, note: str) -> Refund:
     """A second person with approve_refund rejects, with a required note; the amount is freed."""
     note = _require_reason(note, "reject a refund")
     with transaction.atomic():
-        refund = _locked_refund_for_decision(refund, approver, "reject refunds")
+        refund = _locked_for_second_person(
+            refund, approver=approver, perm="payments.approve_refund", what="reject refunds"
+        )
         refund.rejected_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note
         _transition(refund, "reject", actor=approver, reason=note)
         audit_record(
@@ -629,22 +636,12 @@ def resolution_request(
     return request
 
 
-def _locked_resolution_for_decision(request: ResolutionRequest, approver, what: str) -> ResolutionRequest:
-    _require_perm(approver, "payments.approve_resolution", what)
-    payment = _locked(request.payment_id)
-    request = ResolutionRequest.objects.select_for_update().get(pk=request.pk)
-    request.payment = payment
-    if request.requested_by_id == approver.pk:
-        raise PaymentError("A manual settlement needs a second person: you asked for this one.", code="four_eyes")
-    if request.status != ResolutionStatus.REQUESTED:
-        raise PaymentError(f"already {request.get_status_display().lower()}", code="wrong_status")
-    return request
-
-
 def resolution_approve(*, request: ResolutionRequest, approver, note: str = "") -> ResolutionRequest:
     """A second person approves: the payment moves from unknown to the requested outcome."""
     with transaction.atomic():
-        request = _locked_resolution_for_decision(request, approver, "approve manual settlements")
+        request = _locked_for_second_person(
+            request, approver=approver, perm="payments.approve_resolution", what="approve manual settlements"
+        )
         payment = request.payment
         if payment.status != PaymentStatus.UNKNOWN:
             raise _refuse(payment, "unknown any more")
@@ -682,7 +679,9 @@ def resolution_reject(*, request: ResolutionRequest, approver, note: str) -> Res
     """A second person rejects, with a required note; the payment stays unknown."""
     note = _require_reason(note, "reject a manual settlement")
     with transaction.atomic():
-        request = _locked_resolution_for_decision(request, approver, "reject manual settlements")
+        request = _locked_for_second_person(
+            request, approver=approver, perm="payments.approve_resolution", what="reject manual settlements"
+        )
         request.status, request.decided_by = ResolutionStatus.REJECTED, approver
         request.decided_at, request.decision_note = timezone.now(), note
         request.save()
