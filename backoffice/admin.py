@@ -175,29 +175,7 @@ class JobAdmin(JobColumns, ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
         ("Outcome", {"fields": ["last_error", "traceback_display", "result_display"]}),
     ]
-    readonly_fields = [
-        "id",
-        "func",
-        "arguments",
-        "queue",
-        "status",
-        "concerns_link",
-        "requested_by",
-        "rq_link",
-        "attempts",
-        "max_attempts",
-        "worker_name",
-        "run_at",
-        "created_at",
-        "queued_at",
-        "started_at",
-        "heartbeat_at",
-        "finished_at",
-        "duration",
-        "last_error",
-        "traceback_display",
-        "result_display",
-    ]
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
 
     def get_queryset(self, request):
         # One query per concerned model for the whole page, for the "concerns" column.
