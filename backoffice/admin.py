@@ -12,13 +12,14 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django_rq.admin import QueueAdmin
 from django_rq.models import Dashboard
 from django_rq.settings import get_queues_map
 
 from backoffice.admin_actions import confirm_with_reason
 from backoffice.models import AuditEntry, Job
+from backoffice.progress import progress_rate
 from backoffice.services import audit_record, job_cancel, job_requeue
 from backoffice.throttle import ThrottledLoginMixin
 
@@ -65,6 +66,14 @@ def pretty_json(value) -> str:
     if value in (None, "", {}, []):
         return "-"
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class ReadOnlyAdminMixin:
@@ -175,17 +184,24 @@ class JobAdmin(JobColumns, ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
         ("Outcome", {"fields": ["last_error", "traceback_display", "result_display"]}),
     ]
-    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    # Only for jobs that report progress (backoffice.progress), right after the first block.
+    progress_fieldset = ("Progress", {"fields": ["progress_display", "outcomes_display"]})
+    readonly_fields = [name for _, options in [*fieldsets, progress_fieldset] for name in options["fields"]]
+
+    class Media:
+        css = {"all": ["backoffice/jobs.css"]}
 
     def get_queryset(self, request):
         # One query per concerned model for the whole page, for the "concerns" column.
         return super().get_queryset(request).select_related("requested_by").prefetch_related("concerns")
 
     def get_fieldsets(self, request, obj=None):
-        if may_use_rq_dashboard(request.user):
-            return self.fieldsets
         first, *rest = self.fieldsets
-        return [(None, {"fields": [name for name in first[1]["fields"] if name != "rq_link"]}), *rest]
+        if not may_use_rq_dashboard(request.user):
+            first = (None, {"fields": [name for name in first[1]["fields"] if name != "rq_link"]})
+        if obj is not None and obj.has_progress:
+            return [first, self.progress_fieldset, *rest]
+        return [first, *rest]
 
     @admin.display(description="job", ordering="created_at")
     def job(self, job: Job) -> str:
@@ -215,6 +231,47 @@ class JobAdmin(JobColumns, ReadOnlyAdminMixin, admin.ModelAdmin):
     def result_display(self, job: Job) -> str:
         return pretty_json(job.result)
 
+    @admin.display(description="progress")
+    def progress_display(self, job: Job) -> str:
+        total = job.progress_total or 0
+        rate, seconds_left = progress_rate(job)
+        details = [f"{job.progress_done:,} / {total:,}"]
+        if total:
+            details.append(f"{100 * job.progress_done // total}%")
+        if rate is not None:
+            details.append(f"{rate:,.0f} per second")
+        if seconds_left is not None and job.progress_done < total and job.status == "running":
+            details.append(f"about {_duration(seconds_left)} left")
+        return format_html(
+            '<progress class="job-progress" value="{}" max="{}"></progress> <span class="job-progress-text">{}</span>',
+            job.progress_done,
+            max(total, 1),
+            " · ".join(details),
+        )
+
+    @admin.display(description="outcomes")
+    def outcomes_display(self, job: Job) -> str:
+        outcomes = job.progress_outcomes or {}
+        counts = [("done", "-", f"{outcomes.get('done', 0):,}")]
+        counts += [("skipped", why, f"{count:,}") for why, count in sorted((outcomes.get("skipped") or {}).items())]
+        listed = outcomes.get("objects") or []
+        return format_html(
+            '<table class="job-outcomes"><thead><tr><th>outcome</th><th>why</th><th>objects</th></tr></thead>'
+            "<tbody>{}</tbody></table>{}",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", counts),
+            format_html(
+                '<table class="job-outcomes job-outcome-objects"><thead><tr><th>object</th><th>outcome</th>'
+                "<th>why</th></tr></thead><tbody>{}</tbody></table>",
+                format_html_join(
+                    "",
+                    '<tr class="outcome-{}"><td>{}</td><td>{}</td><td>{}</td></tr>',
+                    ((item["outcome"], item["object"], item["outcome"], item["reason"] or "-") for item in listed),
+                ),
+            )
+            if listed
+            else "",
+        )
+
     def has_requeue_permission(self, request) -> bool:
         return request.user.has_perm("backoffice.requeue_job")
 
@@ -230,6 +287,7 @@ class JobAdmin(JobColumns, ReadOnlyAdminMixin, admin.ModelAdmin):
             verb="requeue",
             done="requeued",
             apply=lambda job, reason: job_requeue(job=job, actor=request.user, reason=reason),
+            bulk="backoffice.services.jobs_requeue_many",
         )
 
     @admin.action(description="Cancel jobs that have not run", permissions=["cancel"])
@@ -241,6 +299,7 @@ class JobAdmin(JobColumns, ReadOnlyAdminMixin, admin.ModelAdmin):
             verb="cancel",
             done="canceled",
             apply=lambda job, reason: job_cancel(job=job, actor=request.user, reason=reason),
+            bulk="backoffice.services.jobs_cancel_many",
         )
 
 

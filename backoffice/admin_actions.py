@@ -10,6 +10,10 @@ An action method reads:
             apply=lambda payment, reason: payment_retry(payment=payment, actor=request.user, reason=reason),
         )
 
+Above ADMIN_BULK_JOB_THRESHOLD selected objects, an action given `bulk=<dotted path of a
+chunk handler>` runs as one background job instead (backoffice.bulk): the request answers at
+once with the job's page, which shows its progress and each object's outcome.
+
 The permission check lives where Django puts it: `@admin.action(permissions=[...])` hides the
 action from users without it, and the changelist refuses a POST naming an action it did not
 offer, so a forged confirmation changes nothing.
@@ -20,12 +24,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.db import transaction
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from backoffice.bulk import bulk_action_enqueue
 
 TEMPLATE = "admin/action_with_reason.html"
 # The confirmation page lists this many objects and counts the rest.
@@ -93,9 +103,12 @@ def confirm_with_reason(
     done: str,
     apply: Callable[[Model, str], object],
     describe: Callable[[Model], str] = str,
+    bulk: str | None = None,
 ):
     """First call: render the confirmation page. Second call (posted from that page with a
-    reason): run `apply(obj, reason)` per object and report "N <done>, M skipped: <why>"."""
+    reason): run `apply(obj, reason)` per object and report "N <done>, M skipped: <why>";
+    or, above ADMIN_BULK_JOB_THRESHOLD objects and with a `bulk` chunk handler, enqueue
+    one background job and answer with its page."""
     return confirm_with_form(
         modeladmin,
         request,
@@ -105,6 +118,7 @@ def confirm_with_reason(
         describe=describe,
         form_class=ActionReasonForm,
         apply=lambda obj, data: apply(obj, data["reason"]),
+        bulk=bulk,
     )
 
 
@@ -119,6 +133,7 @@ def confirm_with_form(
     apply: Callable[[Model, dict], object],
     describe: Callable[[Model], str] = str,
     form_kwargs: dict | None = None,
+    bulk: str | None = None,
 ):
     """confirm_with_reason with any form: `apply(obj, cleaned_data)` per object. With a
     single object selected, a refusal goes back on the form (the page shows it) instead of
@@ -128,6 +143,8 @@ def confirm_with_form(
     count = queryset.count()
     if form.is_valid():
         data = form.cleaned_data
+        if bulk and count > settings.ADMIN_BULK_JOB_THRESHOLD:
+            return _enqueue_bulk_job(modeladmin, request, queryset, bulk=bulk, verb=verb, reason=data["reason"])
         if count == 1:
             try:
                 apply(queryset.get(), data)
@@ -162,6 +179,28 @@ def confirm_with_form(
     }
     request.current_app = modeladmin.admin_site.name
     return TemplateResponse(request, TEMPLATE, context)
+
+
+def _enqueue_bulk_job(modeladmin, request, queryset: QuerySet, *, bulk: str, verb: str, reason: str):
+    ids = list(queryset.order_by("pk").values_list("pk", flat=True))
+    if ids and not isinstance(ids[0], int):
+        ids = [str(pk) for pk in ids]
+    with transaction.atomic():
+        job = bulk_action_enqueue(handler=bulk, ids=ids, reason=reason, requested_by=request.user, verb=verb)
+    url = reverse("admin:backoffice_job_change", args=[job.pk])
+    opts = modeladmin.model._meta
+    modeladmin.message_user(
+        request,
+        format_html(
+            '{} {} {} in the background: <a href="{}">follow its progress</a>.',
+            verb.capitalize(),
+            len(ids),
+            opts.verbose_name_plural,
+            url,
+        ),
+        messages.SUCCESS,
+    )
+    return HttpResponseRedirect(url)
 
 
 def _add_service_error(form: forms.Form, error: ValidationError) -> None:

@@ -43,6 +43,12 @@ class Job(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Progress of a job that works through many objects (backoffice.progress): how many it
+    # has handled whatever their outcome, out of how many, and what happened to them.
+    progress_total = models.PositiveIntegerField(null=True, blank=True)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_outcomes = models.JSONField(default=dict, blank=True)
+    progress_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -75,6 +81,10 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+    @property
+    def has_progress(self) -> bool:
+        return self.progress_total is not None
 
     def can_requeue(self) -> bool:
         return self.status in (JobStatus.FAILED, JobStatus.CANCELED)

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from backoffice.models import Job, JobStatus
+from backoffice.progress import running_job
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def run_job(job_id: str) -> dict:
 
     mine = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
     try:
-        with _heartbeats.beating(job.pk, job.attempts):
+        with _heartbeats.beating(job.pk, job.attempts), running_job(job.pk):
             result = import_string(job.func)(**job.kwargs)
     except Exception as error:
         finished = timezone.now()

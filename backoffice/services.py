@@ -14,6 +14,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from backoffice.models import AuditEntry, Job, JobStatus
+from backoffice.progress import ObjectOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,76 @@ def job_enqueue(
         # on-commit work nor lose the job (the row stays pending for the sweeper).
         transaction.on_commit(lambda: job_push_after_commit(job_id=job.id, queue=queue), robust=True)
     return job
+
+
+def job_enqueue_many(
+    *,
+    func: str,
+    kwargs_list: list[dict],
+    queue: str = "default",
+    concerns: list[models.Model] | None = None,
+    requested_by=None,
+) -> list[Job]:
+    """job_enqueue for many jobs of one function at once: one INSERT for the rows in the
+    caller's transaction and, once that commits, one Redis round trip for the pushes.
+    `concerns`, when given, holds one object per kwargs (all of one model)."""
+    if queue not in QUEUES:
+        raise ValueError(f"Unknown queue {queue!r}; expected one of {', '.join(QUEUES)}.")
+    if not kwargs_list:
+        return []
+    json.dumps(kwargs_list)
+    if concerns is not None and len(concerns) != len(kwargs_list):
+        raise ValueError("concerns must hold one object per job")
+    now = timezone.now()
+    content_type = ContentType.objects.get_for_model(concerns[0]) if concerns else None
+    requester = requested_by if getattr(requested_by, "pk", None) else None
+    jobs = Job.objects.bulk_create(
+        [
+            Job(
+                func=func,
+                kwargs=kwargs,
+                queue=queue,
+                status=JobStatus.PENDING,
+                max_attempts=settings.JOBS_DEFAULT_MAX_ATTEMPTS,
+                run_at=now,
+                content_type=content_type,
+                object_id=str(concerns[index].pk) if concerns else "",
+                requested_by=requester,
+            )
+            for index, kwargs in enumerate(kwargs_list)
+        ]
+    )
+    job_ids = [job.id for job in jobs]
+    transaction.on_commit(lambda: jobs_push_many_after_commit(job_ids=job_ids, queue=queue), robust=True)
+    return jobs
+
+
+def jobs_push_many_after_commit(*, job_ids: list, queue: str) -> bool:
+    """Push committed pending Jobs of one queue in one Redis pipeline and mark them queued;
+    leave them pending for the sweeper if Redis is down."""
+    rq = rq_queue(queue)
+    timeout = settings.RQ_QUEUES[queue].get("DEFAULT_TIMEOUT", settings.JOB_TIMEOUT_SECONDS)
+    try:
+        rq.enqueue_many(
+            [
+                rq.prepare_data(
+                    RUNNER,
+                    args=(str(job_id),),
+                    job_id=str(job_id),
+                    timeout=timeout,
+                    result_ttl=24 * 3600,
+                    failure_ttl=7 * 24 * 3600,
+                )
+                for job_id in job_ids
+            ]
+        )
+    except (RedisError, OSError) as error:
+        logger.warning("%d jobs not pushed: Redis unavailable (%s)", len(job_ids), error)
+        return False
+    Job.objects.filter(pk__in=job_ids, status=JobStatus.PENDING).update(
+        status=JobStatus.QUEUED, queued_at=timezone.now()
+    )
+    return True
 
 
 def job_push_after_commit(*, job_id, queue: str) -> bool:
@@ -108,6 +179,28 @@ def rq_queue(name: str):
     return queue
 
 
+def audit_record_many(*, actor, action: str, targets: list[models.Model], reason: str = "") -> None:
+    """audit_record for many objects of one model at once (one INSERT), in the caller's transaction."""
+    if not targets:
+        return
+    content_type = ContentType.objects.get_for_model(targets[0])
+    user = actor if getattr(actor, "pk", None) else None
+    AuditEntry.objects.bulk_create(
+        [
+            AuditEntry(
+                actor=user,
+                action=action,
+                reason=reason,
+                content_type=content_type,
+                object_id=str(target.pk),
+                object_repr=str(target)[:200],
+                details={},
+            )
+            for target in targets
+        ]
+    )
+
+
 def audit_record(*, actor, action: str, target: models.Model | None, reason: str = "", details=None):
     """Append one audit entry in the caller's transaction."""
     return AuditEntry.objects.create(
@@ -148,3 +241,61 @@ def job_cancel(*, job: Job, actor, reason: str) -> Job:
         job.save(update_fields=["status", "finished_at"])
         audit_record(actor=actor, action="job_cancel", target=job, reason=reason)
     return job
+
+
+# --- many jobs at once: the chunk handlers of the jobs list's bulk actions (backoffice.bulk) ---
+
+
+def jobs_requeue_many(*, ids: list, actor, reason: str) -> dict:
+    """job_requeue for a chunk of jobs in one transaction: locks them, requeues the failed
+    and canceled ones with one UPDATE, audits them, pushes them on commit. Returns
+    {str(id): ObjectOutcome} (backoffice.bulk)."""
+    outcomes = {}
+    with transaction.atomic():
+        jobs = list(Job.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+        chosen = []
+        for job in jobs:
+            if job.can_requeue():
+                chosen.append(job)
+                outcomes[str(job.pk)] = ObjectOutcome(label=str(job.pk))
+            else:
+                outcomes[str(job.pk)] = ObjectOutcome(
+                    label=str(job.pk), skipped=f"not failed or canceled (it is {job.get_status_display().lower()})"
+                )
+        for job in chosen:
+            job.status = JobStatus.PENDING
+            job.max_attempts = job.attempts + max(1, settings.JOBS_DEFAULT_MAX_ATTEMPTS)
+            job.run_at = timezone.now()
+        Job.objects.bulk_update(chosen, ["status", "max_attempts", "run_at"])
+        audit_record_many(actor=actor, action="job_requeue", targets=chosen, reason=reason)
+        by_queue: dict[str, list] = {}
+        for job in chosen:
+            by_queue.setdefault(job.queue, []).append(job.pk)
+        for queue, job_ids in by_queue.items():
+            transaction.on_commit(
+                lambda job_ids=job_ids, queue=queue: jobs_push_many_after_commit(job_ids=job_ids, queue=queue),
+                robust=True,
+            )
+    return outcomes
+
+
+def jobs_cancel_many(*, ids: list, actor, reason: str) -> dict:
+    """job_cancel for a chunk of jobs in one transaction (locks, one UPDATE, audits).
+    Returns {id: ObjectOutcome} for each id (backoffice.bulk)."""
+    outcomes = {}
+    with transaction.atomic():
+        jobs = list(Job.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+        chosen = []
+        for job in jobs:
+            if job.can_cancel():
+                chosen.append(job)
+                outcomes[str(job.pk)] = ObjectOutcome(label=str(job.pk))
+            else:
+                outcomes[str(job.pk)] = ObjectOutcome(
+                    label=str(job.pk), skipped=f"already {job.get_status_display().lower()}"
+                )
+        Job.objects.filter(pk__in=[job.pk for job in chosen]).update(
+            status=JobStatus.CANCELED, finished_at=timezone.now()
+        )
+        audit_record_many(actor=actor, action="job_cancel", targets=chosen, reason=reason)
+    return outcomes

@@ -141,6 +141,14 @@ JOBS_DEFAULT_MAX_ATTEMPTS = env.int("JOBS_DEFAULT_MAX_ATTEMPTS", default=5)
 JOBS_RETRY_BACKOFF_SECONDS = env.list(
     "JOBS_RETRY_BACKOFF_SECONDS", cast=float, default=[5.0, 30.0, 120.0, 600.0, 1800.0]
 )
+# Progress of jobs that work through many objects (backoffice.progress): how many objects a
+# job's page lists one by one (counts always cover all of them).
+JOBS_PROGRESS_LISTED_SKIPPED = env.int("JOBS_PROGRESS_LISTED_SKIPPED", default=1000)
+JOBS_PROGRESS_LISTED_DONE = env.int("JOBS_PROGRESS_LISTED_DONE", default=100)
+# Admin bulk actions (backoffice.bulk): above this many selected objects the action runs as
+# one background job, BULK_ACTION_CHUNK_SIZE objects per transaction.
+ADMIN_BULK_JOB_THRESHOLD = env.int("ADMIN_BULK_JOB_THRESHOLD", default=50)
+BULK_ACTION_CHUNK_SIZE = env.int("BULK_ACTION_CHUNK_SIZE", default=500)
 
 PAYMENTS_GATEWAY = env.str("PAYMENTS_GATEWAY", default="payments.gateways.simulated.SimulatedGateway")
 PAYMENTS_GATEWAY_LATENCY_MS = env.int("PAYMENTS_GATEWAY_LATENCY_MS", default=0)
@@ -225,6 +233,7 @@ for _name in (
     "NOTIFICATIONS_JOB_TIMEOUT_SECONDS",
     "REDIS_PUSH_TIMEOUT_SECONDS",
     "WEBHOOKS_TIMEOUT_SECONDS",
+    "BULK_ACTION_CHUNK_SIZE",
 ):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")

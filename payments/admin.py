@@ -326,6 +326,7 @@ class PaymentAdmin(admin.ModelAdmin):
             done="queued",
             describe=payment_summary,
             apply=lambda payment, reason: payment_process_now(payment=payment, actor=request.user, reason=reason),
+            bulk="payments.bulk.payments_process_now_many",
         )
 
     @admin.action(description="Retry failed payments", permissions=["retry"])
@@ -338,6 +339,7 @@ class PaymentAdmin(admin.ModelAdmin):
             done="queued",
             describe=payment_summary,
             apply=lambda payment, reason: payment_retry(payment=payment, actor=request.user, reason=reason),
+            bulk="payments.bulk.payments_retry_many",
         )
 
     @admin.action(description="Cancel pending payments", permissions=["cancel"])
@@ -350,6 +352,7 @@ class PaymentAdmin(admin.ModelAdmin):
             done="canceled",
             describe=payment_summary,
             apply=lambda payment, reason: payment_cancel(payment=payment, actor=request.user, reason=reason),
+            bulk="payments.bulk.payments_cancel_many",
         )
 
     def has_refund_permission(self, request) -> bool:
