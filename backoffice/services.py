@@ -13,6 +13,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from backoffice.db import insert_rows
 from backoffice.models import AuditEntry, Job, JobStatus
 from backoffice.progress import ObjectOutcome
 
@@ -67,10 +68,10 @@ def job_enqueue_many(
     queue: str = "default",
     concerns: list[models.Model] | None = None,
     requested_by=None,
-) -> list[Job]:
+) -> list:
     """job_enqueue for many jobs of one function at once: one INSERT for the rows in the
-    caller's transaction and, once that commits, one Redis round trip for the pushes.
-    `concerns`, when given, holds one object per kwargs (all of one model)."""
+    caller's transaction and, once that commits, one Redis pipeline for the pushes. Returns
+    the new Jobs' ids. `concerns`, when given, holds one object per kwargs (all of one model)."""
     if queue not in QUEUES:
         raise ValueError(f"Unknown queue {queue!r}; expected one of {', '.join(QUEUES)}.")
     if not kwargs_list:
@@ -78,28 +79,26 @@ def job_enqueue_many(
     json.dumps(kwargs_list)
     if concerns is not None and len(concerns) != len(kwargs_list):
         raise ValueError("concerns must hold one object per job")
-    now = timezone.now()
     content_type = ContentType.objects.get_for_model(concerns[0]) if concerns else None
     requester = requested_by if getattr(requested_by, "pk", None) else None
-    jobs = Job.objects.bulk_create(
-        [
-            Job(
-                func=func,
-                kwargs=kwargs,
-                queue=queue,
-                status=JobStatus.PENDING,
-                max_attempts=settings.JOBS_DEFAULT_MAX_ATTEMPTS,
-                run_at=now,
-                content_type=content_type,
-                object_id=str(concerns[index].pk) if concerns else "",
-                requested_by=requester,
-            )
-            for index, kwargs in enumerate(kwargs_list)
-        ]
+    job_ids = insert_rows(
+        Job,
+        each={
+            "kwargs": kwargs_list,
+            "object_id": [str(obj.pk) for obj in concerns] if concerns else [""] * len(kwargs_list),
+        },
+        same={
+            "func": func,
+            "queue": queue,
+            "status": JobStatus.PENDING,
+            "max_attempts": settings.JOBS_DEFAULT_MAX_ATTEMPTS,
+            "run_at": timezone.now(),
+            "content_type_id": content_type.pk if content_type else None,
+            "requested_by_id": requester.pk if requester else None,
+        },
     )
-    job_ids = [job.id for job in jobs]
     transaction.on_commit(lambda: jobs_push_many_after_commit(job_ids=job_ids, queue=queue), robust=True)
-    return jobs
+    return job_ids
 
 
 def jobs_push_many_after_commit(*, job_ids: list, queue: str) -> bool:
@@ -183,21 +182,19 @@ def audit_record_many(*, actor, action: str, targets: list[models.Model], reason
     """audit_record for many objects of one model at once (one INSERT), in the caller's transaction."""
     if not targets:
         return
-    content_type = ContentType.objects.get_for_model(targets[0])
-    user = actor if getattr(actor, "pk", None) else None
-    AuditEntry.objects.bulk_create(
-        [
-            AuditEntry(
-                actor=user,
-                action=action,
-                reason=reason,
-                content_type=content_type,
-                object_id=str(target.pk),
-                object_repr=str(target)[:200],
-                details={},
-            )
-            for target in targets
-        ]
+    insert_rows(
+        AuditEntry,
+        each={
+            "object_id": [str(target.pk) for target in targets],
+            "object_repr": [str(target)[:200] for target in targets],
+        },
+        same={
+            "actor_id": actor.pk if getattr(actor, "pk", None) else None,
+            "action": action,
+            "reason": reason,
+            "content_type_id": ContentType.objects.get_for_model(targets[0]).pk,
+            "details": {},
+        },
     )
 
 

@@ -10,6 +10,7 @@ entries and jobs with one INSERT each, sends `payment_status_changed` per change
 from django.db import transaction
 from django.utils import timezone
 
+from backoffice.db import insert_rows
 from backoffice.models import Job
 from backoffice.progress import ObjectOutcome
 from backoffice.services import audit_record_many, job_enqueue_many
@@ -50,20 +51,16 @@ def _transition_many(payments: list[Payment], name: str, *, actor, reason: str) 
         # The field is protected against assignment; this mirrors the row just updated.
         payment.__dict__["status"] = target
         payment.updated_at = now
-    events = PaymentEvent.objects.bulk_create(
-        [
-            PaymentEvent(
-                payment=payment,
-                from_status=from_statuses[payment.pk],
-                to_status=target,
-                actor=user,
-                actor_label="" if user else "system",
-                reason=reason,
-            )
-            for payment in payments
-        ]
+    same = {"to_status": target, "actor_id": getattr(user, "pk", None), "actor_label": "" if user else "system"}
+    same.update(reason=reason, created_at=now)
+    event_ids = insert_rows(
+        PaymentEvent,
+        each={"payment_id": [payment.pk for payment in payments], "from_status": list(from_statuses.values())},
+        same=same,
     )
-    for payment, event in zip(payments, events, strict=True):
+    for payment, event_id in zip(payments, event_ids, strict=True):
+        event = PaymentEvent(id=event_id, payment=payment, from_status=from_statuses[payment.pk], **same)
+        event.actor = user
         payment_status_changed.send(
             sender=Payment, payment=payment, event=event, from_status=from_statuses[payment.pk], to_status=target
         )

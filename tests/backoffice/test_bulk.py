@@ -105,7 +105,16 @@ def test_a_large_retry_runs_as_one_job_and_the_request_answers_with_its_page(adm
     assert job.result == {"total": 5, "done": 4, "skipped": {"not failed (it is pending)": 1}}
     assert (job.progress_done, job.progress_total) == (5, 5)
     for payment in failed:
-        assert processing_jobs(payment).get().requested_by == admin_user
+        processing = processing_jobs(payment).get()
+        # Written by one INSERT ... unnest (backoffice.db.insert_rows): the model's defaults hold.
+        assert processing.requested_by == admin_user and processing.concerns == payment
+        assert (processing.kwargs, processing.queue, processing.attempts, processing.max_attempts) == (
+            {"payment_id": payment.pk},
+            "payments",
+            0,
+            settings.JOBS_DEFAULT_MAX_ATTEMPTS,
+        )
+        assert processing.status == JobStatus.PENDING and processing.created_at is not None  # pushed on commit
         event = PaymentEvent.objects.filter(payment=payment).latest("id")
         assert (event.from_status, event.to_status, event.actor, event.reason) == (
             "failed",
@@ -188,3 +197,23 @@ def test_jobs_list_bulk_requeue_and_cancel(admin_client, settings):
     bulk.refresh_from_db()
     assert bulk.result["done"] == 2
     assert {Job.objects.get(pk=j.pk).status for j in failed} == {JobStatus.CANCELED}
+
+
+def test_many_jobs_are_pushed_in_one_pipeline_on_commit_and_marked_queued(django_capture_on_commit_callbacks):
+    from backoffice.services import job_enqueue_many, rq_queue
+
+    payments = [PaymentFactory(status=PaymentStatus.PENDING) for _ in range(3)]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job_ids = job_enqueue_many(
+            func="payments.jobs.process_payment",
+            kwargs_list=[{"payment_id": payment.pk} for payment in payments],
+            queue="payments",
+            concerns=payments,
+        )
+    assert not set(rq_queue("payments").get_job_ids()) & {str(pk) for pk in job_ids}  # nothing before commit
+
+    for callback in callbacks:
+        callback()
+
+    assert {str(pk) for pk in job_ids} <= set(rq_queue("payments").get_job_ids())
+    assert set(Job.objects.filter(pk__in=job_ids).values_list("status", flat=True)) == {JobStatus.QUEUED}
