@@ -8,6 +8,8 @@ from functools import wraps
 
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.urls import NoReverseMatch, reverse
@@ -18,6 +20,7 @@ from django_rq.models import Dashboard
 from django_rq.settings import get_queues_map
 
 from backoffice.admin_actions import confirm_with_reason
+from backoffice.admin_base import PaydeskModelAdmin
 from backoffice.models import AuditEntry, Job
 from backoffice.progress import progress_rate
 from backoffice.services import audit_record, job_cancel, job_requeue
@@ -133,7 +136,7 @@ class JobColumns:
 
 
 @admin.register(Job)
-class JobAdmin(JobColumns, ReadOnlyAdminMixin, admin.ModelAdmin):
+class JobAdmin(JobColumns, ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = [
         "job",
         "function",
@@ -307,7 +310,7 @@ class JobAdmin(JobColumns, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["created_at", "actor", "action", "target_link", "reason"]
     list_filter = ["action", "actor", "created_at"]
     search_fields = ["object_repr", "object_id", "reason"]
@@ -332,7 +335,7 @@ class AuditEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 RQ_API_URL_NAMES = {"django_rq_home_json", "django_rq_metrics"}
 
 
-class RQDashboardAdmin(QueueAdmin):
+class RQDashboardAdmin(PaydeskModelAdmin, QueueAdmin):
     """django-rq's dashboard in the admin index. Its views only ask for is_staff, yet they can
     empty queues and delete or requeue RQ jobs behind our ledger's back: only superusers and
     users who may requeue our jobs get in."""
@@ -388,6 +391,23 @@ class ThrottledAdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
         **AdminAuthenticationForm.error_messages,
         "throttled": "Too many failed log-ins. Try again in 15 minutes.",
     }
+
+
+# --- Django's own models: the same lookup rules as ours --------------------------------------
+
+
+class UserAdmin(PaydeskModelAdmin, auth_admin.UserAdmin):
+    pass
+
+
+class GroupAdmin(PaydeskModelAdmin, auth_admin.GroupAdmin):
+    pass
+
+
+for _model, _model_admin in ((User, UserAdmin), (Group, GroupAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _model_admin)
 
 
 admin.site.login_form = ThrottledAdminLoginForm

@@ -9,6 +9,7 @@ from django.utils.html import format_html
 
 from backoffice.admin import ReadOnlyAdminMixin, pretty_json
 from backoffice.admin_actions import apply_each, confirm_with_reason
+from backoffice.admin_base import PaydeskModelAdmin
 from notifications.events import SUBSCRIBABLE_EVENTS, EventType
 from notifications.models import DeliveryAttempt, Notification, WebhookEndpoint
 from notifications.services import (
@@ -57,7 +58,7 @@ class WebhookEndpointForm(forms.ModelForm):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(PaydeskModelAdmin):
     form = WebhookEndpointForm
     list_display = ["url", "merchant", "enabled", "subscribed", "secret_masked", "disabled_reason", "created_at"]
     list_filter = ["enabled", "merchant"]
@@ -199,7 +200,7 @@ class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = [
         "event_id",
         "event_type",

@@ -14,6 +14,7 @@ from django.utils.html import format_html
 
 from backoffice.admin import JobColumns, ReadOnlyAdminMixin, job_admin_link, may_use_rq_dashboard
 from backoffice.admin_actions import confirm_with_form, confirm_with_reason
+from backoffice.admin_base import PaydeskModelAdmin
 from backoffice.models import AuditEntry, Job
 from payments.admin_forms import (
     DecisionForm,
@@ -51,7 +52,7 @@ from payments.states import RefundStatus
 
 
 @admin.register(Merchant)
-class MerchantAdmin(admin.ModelAdmin):
+class MerchantAdmin(PaydeskModelAdmin):
     list_display = ["name", "slug", "contact_email", "is_active", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "slug", "contact_email"]
@@ -189,7 +190,7 @@ def latest_job_status() -> Subquery:
 
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
+class PaymentAdmin(PaydeskModelAdmin):
     list_display = [
         "public_id",
         "merchant_reference",
@@ -451,7 +452,7 @@ class RefundEventInline(ReadOnlyInline, admin.TabularInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class RefundAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = [
         "public_id",
         "payment_link",
@@ -569,7 +570,7 @@ def describe_settlement(item: ResolutionRequest) -> str:
 
 
 @admin.register(ResolutionRequest)
-class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ResolutionRequestAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["payment_link", "resolve_to", "status", "requested_by", "decided_by", "created_at"]
     list_filter = [AwaitingMyApprovalFilter, "status", "resolve_to"]
     search_fields = ["payment__public_id"]
@@ -627,7 +628,7 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(PaydeskModelAdmin):
     """Who may use the merchant portal for which merchant; staff accounts need one like anybody."""
 
     list_display = ["user", "merchant", "role", "created_at"]
