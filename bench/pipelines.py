@@ -7,7 +7,9 @@ import django_rq
 from django.db import transaction
 
 from payments.models import Merchant, Payment
-from payments.services import PROCESS_JOB, _record_event, _validate_new_payment
+from payments.services.common import event_record
+from payments.services.payments import PROCESS_JOB
+from payments.validators import validate_new_payment
 
 NOOP_JOB = "bench.pipelines.noop"
 
@@ -33,15 +35,12 @@ def plain_payment_create(
     """payment_create without the Job row, as one would write it with django-rq alone: the
     same checks, the payment and its `created` event in one transaction, and the same job
     body (`payments.jobs.process_payment`) pushed straight to RQ once that commits."""
-    _validate_new_payment(
+    validate_new_payment(
         merchant=merchant,
         amount_minor=amount_minor,
         currency=currency,
         payment_method=payment_method,
         idempotency_key=idempotency_key,
-        merchant_reference="",
-        customer_email="",
-        description="",
     )
     with transaction.atomic():
         existing = Payment.objects.filter(merchant=merchant, idempotency_key=idempotency_key).first()
@@ -55,6 +54,6 @@ def plain_payment_create(
                 currency=currency,
                 payment_method=payment_method,
             )
-        _record_event(payment, from_status="", reason="created")
+        event_record(payment, from_status="", reason="created")
         payments_queue().enqueue_call(PROCESS_JOB, kwargs={"payment_id": payment.pk}, job_id=plain_job_id(payment))
     return payment

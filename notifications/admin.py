@@ -10,11 +10,9 @@ from django.utils.html import format_html
 from backoffice.admin import ReadOnlyAdminMixin, pretty_json
 from backoffice.admin_actions import apply_each, confirm_with_reason
 from backoffice.admin_base import PaydeskModelAdmin
-from notifications.events import SUBSCRIBABLE_EVENTS, EventType
-from notifications.models import DeliveryAttempt, Notification, WebhookEndpoint
-from notifications.services import (
+from notifications.delivery import notification_resend
+from notifications.endpoints import (
     EDITABLE_ENDPOINT_FIELDS,
-    notification_resend,
     webhook_endpoint_create,
     webhook_endpoint_disable,
     webhook_endpoint_enable,
@@ -22,6 +20,8 @@ from notifications.services import (
     webhook_endpoint_update,
     webhook_test_send,
 )
+from notifications.events import SUBSCRIBABLE_EVENTS, EventType
+from notifications.models import DeliveryAttempt, Notification, WebhookEndpoint
 from notifications.signing import mask_secret
 from payments.admin import JobInline, PaymentAdmin
 

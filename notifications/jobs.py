@@ -1,7 +1,7 @@
 """Job bodies: take ids, call services, return a small result. Idempotent: a delivered
 notification is never sent again, and a try already made is never made twice."""
 
-from notifications.services import (
+from notifications.delivery import (
     notification_delivery_finish,
     notification_delivery_start,
     notification_send_rollback_unsafe,

@@ -1,5 +1,5 @@
 """Forms of the merchant portal's webhook settings: they parse; the views call
-notifications.services and put a service's refusal back on the form."""
+notifications.endpoints and put a service's refusal back on the form."""
 
 from django import forms
 from django.core.exceptions import ValidationError

@@ -18,9 +18,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from notifications.models import Channel, DeliveryAttempt, Notification, NotificationStatus, WebhookEndpoint
-from notifications.portal_forms import WebhookEndpointForm
-from notifications.services import (
+from notifications.endpoints import (
     EDITABLE_ENDPOINT_FIELDS,
     webhook_endpoint_create,
     webhook_endpoint_disable,
@@ -29,6 +27,8 @@ from notifications.services import (
     webhook_endpoint_update,
     webhook_test_send,
 )
+from notifications.models import Channel, DeliveryAttempt, Notification, NotificationStatus, WebhookEndpoint
+from notifications.portal_forms import WebhookEndpointForm
 from notifications.signing import mask_secret
 from payments.portal.access import merchant_view
 from payments.portal.reports import AttentionItem

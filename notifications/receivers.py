@@ -4,6 +4,7 @@ Also hooked here, from NotificationsConfig.ready(): the merchant portal's seams 
 webhooks on the dashboard, a payment's notifications on its page), drawn in portal_views.
 """
 
+from notifications.delivery import notifications_create_for_event
 from notifications.events import (
     PAYMENT_STATUS_EVENTS,
     REFUND_STATUS_EVENTS,
@@ -11,7 +12,6 @@ from notifications.events import (
     refund_public_fields,
 )
 from notifications.portal_views import payment_notifications_section, webhook_attention
-from notifications.services import notifications_create_for_event
 from payments.portal.sections import dashboard_attention, payment_page_sections
 from payments.signals import payment_status_changed, refund_status_changed
 

@@ -31,7 +31,7 @@ from payments.models import (
     PaymentEvent,
     Refund,
     RefundEvent,
-    ResolutionRequest,
+    SettlementRequest,
 )
 from payments.money import format_minor
 from payments.services import (
@@ -39,16 +39,20 @@ from payments.services import (
     payment_create,
     payment_process_now,
     payment_retry,
-    payment_summary,
     refund_approve,
     refund_reject,
     refund_remaining_minor,
     refund_request,
-    resolution_approve,
-    resolution_reject,
-    resolution_request,
+    settlement_approve,
+    settlement_reject,
+    settlement_request,
 )
 from payments.states import RefundStatus
+
+
+def payment_summary(payment: Payment) -> str:
+    """One line naming a payment on the admin's confirmation pages."""
+    return f"{payment.public_id} {format_minor(payment.amount_minor, payment.currency)} {payment.status}"
 
 
 @admin.register(Merchant)
@@ -167,10 +171,10 @@ class RefundInline(ReadOnlyInline, admin.TabularInline):
         return refund.amount_display
 
 
-class ResolutionInline(ReadOnlyInline, admin.TabularInline):
-    model = ResolutionRequest
+class SettlementInline(ReadOnlyInline, admin.TabularInline):
+    model = SettlementRequest
     verbose_name_plural = "manual settlement requests"
-    fields = ["resolve_to", "status", "reason", "requested_by", "decided_by", "decision_note", "created_at"]
+    fields = ["settle_as", "status", "reason", "requested_by", "decided_by", "decision_note", "created_at"]
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -217,7 +221,7 @@ class PaymentAdmin(PaydeskModelAdmin):
         ("Record", {"fields": ["idempotency_key", "created_by", "created_at", "updated_at"]}),
     ]
     readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
-    inlines = [AttemptInline, EventInline, RefundInline, ResolutionInline, JobInline, AuditInline]
+    inlines = [AttemptInline, EventInline, RefundInline, SettlementInline, JobInline, AuditInline]
     add_fieldsets = [
         (None, {"fields": ["merchant", "amount", "currency", "payment_method"]}),
         ("Order", {"fields": ["merchant_reference", "customer_email", "description", "idempotency_key"]}),
@@ -360,7 +364,7 @@ class PaymentAdmin(PaydeskModelAdmin):
         return request.user.has_perm("payments.request_refund")
 
     def has_settle_permission(self, request) -> bool:
-        return request.user.has_perm("payments.request_resolution")
+        return request.user.has_perm("payments.request_settlement")
 
     @admin.action(description="Refund", permissions=["refund"])
     def refund(self, request, queryset):
@@ -409,9 +413,9 @@ class PaymentAdmin(PaydeskModelAdmin):
             done="sent for approval",
             describe=payment_summary,
             form_class=SettlementRequestForm,
-            apply=lambda payment, data: resolution_request(
+            apply=lambda payment, data: settlement_request(
                 payment=payment,
-                resolve_to=data["resolve_to"],
+                settle_as=data["settle_as"],
                 reason=data["reason"],
                 gateway_reference=data["gateway_reference"],
                 requested_by=request.user,
@@ -561,23 +565,23 @@ class RefundAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
         )
 
 
-def describe_settlement(item: ResolutionRequest) -> str:
+def describe_settlement(item: SettlementRequest) -> str:
     payment = item.payment
     return (
-        f"{payment.public_id} {payment.amount_display} ({payment.merchant}): settle as {item.resolve_to}, "
+        f"{payment.public_id} {payment.amount_display} ({payment.merchant}): settle as {item.settle_as}, "
         f"asked by {item.requested_by}: {item.reason}"
     )
 
 
-@admin.register(ResolutionRequest)
-class ResolutionRequestAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
-    list_display = ["payment_link", "resolve_to", "status", "requested_by", "decided_by", "created_at"]
-    list_filter = [AwaitingMyApprovalFilter, "status", "resolve_to"]
+@admin.register(SettlementRequest)
+class SettlementRequestAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
+    list_display = ["payment_link", "settle_as", "status", "requested_by", "decided_by", "created_at"]
+    list_filter = [AwaitingMyApprovalFilter, "status", "settle_as"]
     search_fields = ["payment__public_id"]
     actions = ["approve", "reject"]
     fields = [
         "payment_link",
-        "resolve_to",
+        "settle_as",
         "status",
         "reason",
         "gateway_reference",
@@ -593,12 +597,12 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
         return super().get_queryset(request).select_related("payment", "requested_by", "decided_by")
 
     @admin.display(description="payment")
-    def payment_link(self, request_: ResolutionRequest) -> str:
-        url = reverse("admin:payments_payment_change", args=[request_.payment_id])
-        return format_html('<a href="{}">{}</a>', url, request_.payment.public_id)
+    def payment_link(self, settlement: SettlementRequest) -> str:
+        url = reverse("admin:payments_payment_change", args=[settlement.payment_id])
+        return format_html('<a href="{}">{}</a>', url, settlement.payment.public_id)
 
     def has_approve_permission(self, request) -> bool:
-        return request.user.has_perm("payments.approve_resolution")
+        return request.user.has_perm("payments.approve_settlement")
 
     @admin.action(description="Approve settlements (as the second person)", permissions=["approve"])
     def approve(self, request, queryset):
@@ -610,7 +614,7 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
             describe=describe_settlement,
             done="applied",
             form_class=DecisionForm,
-            apply=lambda item, data: resolution_approve(request=item, approver=request.user, note=data["note"]),
+            apply=lambda item, data: settlement_approve(settlement=item, approver=request.user, note=data["note"]),
         )
 
     @admin.action(description="Reject settlements", permissions=["approve"])
@@ -623,7 +627,7 @@ class ResolutionRequestAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
             describe=describe_settlement,
             done="rejected",
             form_class=DecisionForm,
-            apply=lambda item, data: resolution_reject(request=item, approver=request.user, note=data["note"]),
+            apply=lambda item, data: settlement_reject(settlement=item, approver=request.user, note=data["note"]),
         )
 
 

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 
 from payments.models import Merchant
 from payments.money import parse_major_amount, validate_currency
-from payments.services import contains_card_number
+from payments.validators import contains_card_number
 
 # payment_create's argument names -> this form's fields; None puts the error above the form.
 SERVICE_FIELDS = {
@@ -128,7 +128,7 @@ class RefundActionForm(forms.Form):
 
 
 class SettlementRequestForm(forms.Form):
-    resolve_to = forms.ChoiceField(
+    settle_as = forms.ChoiceField(
         label="Settle as",
         choices=[("succeeded", "Succeeded: the customer was charged"), ("failed", "Failed: nothing was taken")],
     )

@@ -2,15 +2,13 @@
 it starts from the payment's current state, so a duplicate run charges nothing."""
 
 from payments.gateways import ChargeRequest, RefundRequest, get_gateway
-from payments.services import (
+from payments.selectors import payment_unknown_attempt, refund_charge_reference
+from payments.services.payments import (
     payment_charge_result_apply,
     payment_lookup_result_apply,
     payment_processing_start,
-    payment_unknown_attempt,
-    refund_charge_reference,
-    refund_processing_start,
-    refund_result_apply,
 )
+from payments.services.refunds import refund_processing_start, refund_result_apply
 
 
 def process_payment(payment_id: int) -> dict:

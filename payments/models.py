@@ -14,7 +14,7 @@ from payments.states import (
     AttemptOutcome,
     PaymentStatus,
     RefundStatus,
-    ResolutionStatus,
+    SettlementStatus,
 )
 
 PUBLIC_ID_ALPHABET = string.ascii_letters + string.digits
@@ -94,8 +94,8 @@ class Payment(FSMModelMixin, models.Model):
             ("cancel_payment", "Can cancel a pending payment"),
             ("request_refund", "Can request a refund"),
             ("approve_refund", "Can approve or reject a refund requested by someone else"),
-            ("request_resolution", "Can ask to settle an unknown payment by hand"),
-            ("approve_resolution", "Can approve or reject a manual settlement asked by someone else"),
+            ("request_settlement", "Can ask to settle an unknown payment by hand"),
+            ("approve_settlement", "Can approve or reject a manual settlement asked by someone else"),
         ]
 
     def __str__(self) -> str:
@@ -294,11 +294,11 @@ class RefundEvent(StatusEvent):
         return f"{self.refund.public_id}: {self.from_status or '-'} -> {self.to_status}"
 
 
-class ResolutionRequest(models.Model):
+class SettlementRequest(models.Model):
     """A request to settle an unknown payment by hand; applied only when a second person approves."""
 
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="resolution_requests")
-    resolve_to = models.CharField(
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="settlement_requests")
+    settle_as = models.CharField(
         max_length=20,
         choices=[(PaymentStatus.SUCCEEDED, "Succeeded"), (PaymentStatus.FAILED, "Failed")],
     )
@@ -306,7 +306,7 @@ class ResolutionRequest(models.Model):
     gateway_reference = models.CharField(
         max_length=100, blank=True, help_text="The processor's reference of the charge, when settling as succeeded."
     )
-    status = models.CharField(max_length=20, choices=ResolutionStatus.choices, default=ResolutionStatus.REQUESTED)
+    status = models.CharField(max_length=20, choices=SettlementStatus.choices, default=SettlementStatus.REQUESTED)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -320,23 +320,23 @@ class ResolutionRequest(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(status__in=ResolutionStatus.values), name="resolution_status_valid"
+                condition=models.Q(status__in=SettlementStatus.values), name="settlement_status_valid"
             ),
             models.CheckConstraint(
-                condition=models.Q(resolve_to__in=[PaymentStatus.SUCCEEDED, PaymentStatus.FAILED]),
-                name="resolution_target_valid",
+                condition=models.Q(settle_as__in=[PaymentStatus.SUCCEEDED, PaymentStatus.FAILED]),
+                name="settlement_target_valid",
             ),
             models.CheckConstraint(
                 condition=models.Q(decided_by__isnull=True) | ~models.Q(decided_by=models.F("requested_by")),
-                name="resolution_decider_not_requester",
+                name="settlement_decider_not_requester",
             ),
             models.UniqueConstraint(
-                fields=["payment"], condition=models.Q(status="requested"), name="one_open_resolution_per_payment"
+                fields=["payment"], condition=models.Q(status="requested"), name="one_open_settlement_per_payment"
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.payment.public_id} -> {self.resolve_to} ({self.status})"
+        return f"{self.payment.public_id} -> {self.settle_as} ({self.status})"
 
 
 class SimulatedGatewayRecord(models.Model):

@@ -10,7 +10,7 @@ VIEW = [
     "payments.view_paymentevent",
     "payments.view_refund",
     "payments.view_refundevent",
-    "payments.view_resolutionrequest",
+    "payments.view_settlementrequest",
     "backoffice.view_job",
     "backoffice.view_auditentry",
 ]
@@ -21,10 +21,10 @@ ROLES: dict[str, list[str]] = {
         "payments.cancel_payment",
         "backoffice.requeue_job",
         "backoffice.cancel_job",
-        "payments.request_resolution",
+        "payments.request_settlement",
     ],
     "Finance": ["payments.request_refund"],
-    "Approvers": ["payments.approve_refund", "payments.approve_resolution"],
+    "Approvers": ["payments.approve_refund", "payments.approve_settlement"],
     "Viewers": [],
 }
 

@@ -65,7 +65,7 @@ REFUND_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 REFUND_HOLDING = frozenset({R.REQUESTED, R.APPROVED, R.PROCESSING, R.SUCCEEDED})
 
 
-class ResolutionStatus(TextChoices):
+class SettlementStatus(TextChoices):
     REQUESTED = "requested", "Awaiting approval"
     APPROVED = "approved", "Approved and applied"
     REJECTED = "rejected", "Rejected"

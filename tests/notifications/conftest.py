@@ -9,8 +9,9 @@ import pytest
 from django.utils import timezone
 
 from backoffice.models import Job, JobStatus
+from notifications.delivery import DELIVER_JOB
+from notifications.endpoints import webhook_endpoint_create
 from notifications.jobs import deliver_notification
-from notifications.services import DELIVER_JOB, webhook_endpoint_create
 
 _real_getaddrinfo = socket.getaddrinfo
 _real_connect = socket.socket.connect

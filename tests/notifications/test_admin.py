@@ -10,8 +10,8 @@ from django.core import mail
 from django.urls import reverse
 
 from backoffice.models import AuditEntry
+from notifications.endpoints import webhook_endpoint_create, webhook_test_send
 from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint
-from notifications.services import webhook_endpoint_create, webhook_test_send
 from payments.jobs import process_payment
 from tests.backoffice.test_admin import action_choices, confirm_action, logged_in, messages_of, run_action
 from tests.factories import MerchantFactory, UserFactory

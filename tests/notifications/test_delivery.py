@@ -12,15 +12,15 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from werkzeug import Response
 
 from backoffice.models import Job
-from notifications.events import EventType
-from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint
-from notifications.services import (
-    DELIVER_JOB,
+from notifications.delivery import DELIVER_JOB
+from notifications.endpoints import (
     webhook_endpoint_create,
     webhook_endpoint_enable,
     webhook_endpoint_rotate_secret,
     webhook_test_send,
 )
+from notifications.events import EventType
+from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint
 from notifications.transport import RESPONSE_EXCERPT_BYTES
 from payments.jobs import process_payment
 from tests.notifications.conftest import run_due_deliveries
@@ -222,7 +222,7 @@ def test_payment_emails_have_text_and_html_bodies(merchant, make_payment):
 def test_a_second_rotation_during_the_overlap_is_refused_and_keeps_both_secrets(endpoint, operator):
     from django.core.exceptions import ValidationError
 
-    from notifications.services import webhook_endpoint_rotate_secret
+    from notifications.endpoints import webhook_endpoint_rotate_secret
 
     first = endpoint.secret
     rotated = webhook_endpoint_rotate_secret(endpoint=endpoint, actor=operator, reason="leaked")

@@ -5,8 +5,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from backoffice.sweeper import jobs_sweep
+from notifications.endpoints import webhook_endpoint_create
 from notifications.models import Channel, Notification, NotificationStatus
-from notifications.services import webhook_endpoint_create
 from tests.conftest import wait_until
 
 

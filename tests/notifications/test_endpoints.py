@@ -13,15 +13,15 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from backoffice.models import AuditEntry
-from notifications.models import Notification, NotificationStatus, WebhookEndpoint
-from notifications.receivers import HOOKS, connect_receivers
-from notifications.services import (
+from notifications.endpoints import (
     STAFF_DISABLED_REASON,
     webhook_endpoint_create,
     webhook_endpoint_disable,
     webhook_endpoint_update,
     webhook_test_send,
 )
+from notifications.models import Notification, NotificationStatus, WebhookEndpoint
+from notifications.receivers import HOOKS, connect_receivers
 from payments.portal.sections import dashboard_attention, payment_page_sections
 from tests.factories import UserFactory
 from tests.notifications.conftest import run_due_deliveries

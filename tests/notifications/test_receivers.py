@@ -5,8 +5,9 @@ import pytest
 from django.db import transaction
 
 from backoffice.models import Job, JobStatus
+from notifications.delivery import DELIVER_JOB
+from notifications.endpoints import webhook_endpoint_create
 from notifications.models import Channel, Notification, NotificationStatus
-from notifications.services import DELIVER_JOB, webhook_endpoint_create
 from payments.jobs import process_payment
 from payments.services import payment_cancel
 from payments.signals import payment_status_changed

@@ -8,15 +8,10 @@ import time_machine
 from django.utils import timezone
 
 from backoffice.models import Job
+from notifications.delivery import DELIVER_JOB, DeliveryInProgress, notification_delivery_start, notification_resend
+from notifications.endpoints import webhook_test_send
 from notifications.jobs import deliver_notification
 from notifications.models import DeliveryAttempt, Notification, NotificationStatus
-from notifications.services import (
-    DELIVER_JOB,
-    DeliveryInProgress,
-    notification_delivery_start,
-    notification_resend,
-    webhook_test_send,
-)
 from tests.notifications.conftest import run_due_deliveries
 
 SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]

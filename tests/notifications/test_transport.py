@@ -8,8 +8,8 @@ import requests
 from django.core.exceptions import ValidationError
 
 from backoffice.models import AuditEntry
+from notifications.endpoints import webhook_endpoint_create, webhook_test_send
 from notifications.models import DeliveryAttempt, NotificationStatus, WebhookEndpoint
-from notifications.services import webhook_endpoint_create, webhook_test_send
 from notifications.transport import WebhookURLError, address_problem, webhook_url_check
 from tests.notifications.conftest import run_due_deliveries
 

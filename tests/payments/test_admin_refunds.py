@@ -6,7 +6,7 @@ from django.contrib.admin import helpers
 from backoffice.models import AuditEntry
 from payments import services
 from payments.jobs import process_payment
-from payments.models import Refund, ResolutionRequest
+from payments.models import Refund, SettlementRequest
 from payments.states import PaymentStatus, RefundStatus
 from tests.backoffice.test_admin import action_choices, logged_in, messages_of
 from tests.factories import UserFactory
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 PAYMENTS_URL = "/admin/payments/payment/"
 REFUNDS_URL = "/admin/payments/refund/"
-SETTLEMENTS_URL = "/admin/payments/resolutionrequest/"
+SETTLEMENTS_URL = "/admin/payments/settlementrequest/"
 ROLES = ["Operators", "Finance", "Approvers", "Viewers"]
 
 
@@ -174,14 +174,14 @@ def test_manual_settlement_through_the_admin(users, make_payment):
         "request_settlement",
         [payment],
         post="yes",
-        resolve_to="failed",
+        settle_as="failed",
         reason="processor shows no charge",
     )
-    request = ResolutionRequest.objects.get()
-    post(logged_in(users["Operators"]), SETTLEMENTS_URL, "approve", [request], post="yes", note="forged")
+    settlement = SettlementRequest.objects.get()
+    post(logged_in(users["Operators"]), SETTLEMENTS_URL, "approve", [settlement], post="yes", note="forged")
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.UNKNOWN
-    post(logged_in(users["Approvers"]), SETTLEMENTS_URL, "approve", [request], post="yes", note="confirmed")
+    post(logged_in(users["Approvers"]), SETTLEMENTS_URL, "approve", [settlement], post="yes", note="confirmed")
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.FAILED
 

@@ -11,9 +11,10 @@ from django.urls import reverse
 
 import notifications.portal_urls
 from backoffice.models import AuditEntry, Job
+from notifications.delivery import DELIVER_JOB
+from notifications.endpoints import webhook_endpoint_create
 from notifications.jobs import deliver_notification
 from notifications.models import Notification, NotificationStatus, WebhookEndpoint
-from notifications.services import DELIVER_JOB, webhook_endpoint_create
 from payments.jobs import process_payment
 from tests.notifications.conftest import run_due_deliveries
 from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)

@@ -6,7 +6,7 @@ from backoffice.models import AuditEntry, Job, JobStatus
 from backoffice.runner import run_job
 from payments import services
 from payments.jobs import process_payment, refund_payment
-from payments.models import Refund, ResolutionRequest, SimulatedGatewayRecord
+from payments.models import Refund, SettlementRequest, SimulatedGatewayRecord
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import UserFactory
 
@@ -215,43 +215,43 @@ def unknown_payment(make_payment):
 
 
 def test_manual_settlement_needs_a_second_person(unknown_payment, operator, approver):
-    request = services.resolution_request(
-        payment=unknown_payment, resolve_to="failed", reason="processor says no charge", requested_by=operator
+    settlement = services.settlement_request(
+        payment=unknown_payment, settle_as="failed", reason="processor says no charge", requested_by=operator
     )
     unknown_payment.refresh_from_db()
     assert unknown_payment.status == PaymentStatus.UNKNOWN
     with pytest.raises(ValidationError, match="already has"):
-        services.resolution_request(payment=unknown_payment, resolve_to="failed", reason="x", requested_by=operator)
+        services.settlement_request(payment=unknown_payment, settle_as="failed", reason="x", requested_by=operator)
     with pytest.raises(ValidationError, match="permission"):
-        services.resolution_approve(request=request, approver=operator)
-    services.resolution_approve(request=request, approver=approver, note="confirmed on the processor dashboard")
+        services.settlement_approve(settlement=settlement, approver=operator)
+    services.settlement_approve(settlement=settlement, approver=approver, note="confirmed on the processor dashboard")
     unknown_payment.refresh_from_db()
     assert unknown_payment.status == PaymentStatus.FAILED
     assert unknown_payment.events.last().actor == approver
     assert list(AuditEntry.objects.filter(object_id=str(unknown_payment.pk)).values_list("action", flat=True)) == [
-        "resolution_approve",
-        "resolution_request",
+        "settlement_approve",
+        "settlement_request",
     ]
 
 
 def test_manual_settlement_refuses_self_approval_in_the_database(unknown_payment, operator):
-    request = services.resolution_request(
+    settlement = services.settlement_request(
         payment=unknown_payment,
-        resolve_to="succeeded",
+        settle_as="succeeded",
         reason="seen in settlement file",
         gateway_reference="ch_3Kx",
         requested_by=operator,
     )
     with pytest.raises(IntegrityError), transaction.atomic():
-        ResolutionRequest.objects.filter(pk=request.pk).update(decided_by=operator)
+        SettlementRequest.objects.filter(pk=settlement.pk).update(decided_by=operator)
 
 
 def test_manual_settlement_needs_a_reason_and_an_unknown_payment(captured, unknown_payment, operator):
     with pytest.raises(ValidationError, match="reason"):
-        services.resolution_request(payment=unknown_payment, resolve_to="failed", reason="", requested_by=operator)
+        services.settlement_request(payment=unknown_payment, settle_as="failed", reason="", requested_by=operator)
     with pytest.raises(ValidationError, match="not unknown"):
-        services.resolution_request(payment=captured(), resolve_to="failed", reason="x", requested_by=operator)
-    assert ResolutionRequest.objects.count() == 0
+        services.settlement_request(payment=captured(), settle_as="failed", reason="x", requested_by=operator)
+    assert SettlementRequest.objects.count() == 0
 
 
 def test_splitting_a_large_refund_into_small_ones_still_needs_a_second_person(captured, finance, settings):
@@ -269,16 +269,16 @@ def test_settling_as_succeeded_needs_the_charge_reference_and_then_refunds_work(
     payment = make_payment(payment_method="tok_timeout", amount_minor=50_00)
     process_payment(payment.pk)
     with pytest.raises(ValidationError, match="charge reference"):
-        services.resolution_request(payment=payment, resolve_to="succeeded", reason="seen", requested_by=operator)
+        services.settlement_request(payment=payment, settle_as="succeeded", reason="seen", requested_by=operator)
     charge = SimulatedGatewayRecord.objects.get(kind="charge")
-    request = services.resolution_request(
+    settlement = services.settlement_request(
         payment=payment,
-        resolve_to="succeeded",
+        settle_as="succeeded",
         reason="in the settlement file",
         gateway_reference=charge.reference,
         requested_by=operator,
     )
-    services.resolution_approve(request=request, approver=approver, note="matches the file")
+    services.settlement_approve(settlement=settlement, approver=approver, note="matches the file")
     payment.refresh_from_db()
     attempt = payment.attempts.get()
     assert (payment.status, attempt.outcome, attempt.gateway_reference) == ("succeeded", "succeeded", charge.reference)
@@ -289,8 +289,8 @@ def test_settling_as_succeeded_needs_the_charge_reference_and_then_refunds_work(
 
 
 def test_settling_as_failed_closes_the_unknown_attempt(unknown_payment, operator, approver):
-    request = services.resolution_request(
-        payment=unknown_payment, resolve_to="failed", reason="nothing at the processor", requested_by=operator
+    settlement = services.settlement_request(
+        payment=unknown_payment, settle_as="failed", reason="nothing at the processor", requested_by=operator
     )
-    services.resolution_approve(request=request, approver=approver, note="ok")
+    services.settlement_approve(settlement=settlement, approver=approver, note="ok")
     assert unknown_payment.attempts.get().outcome == "not_found"

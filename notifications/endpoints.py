@@ -1,0 +1,226 @@
+"""Webhook endpoints: create, edit, rotate the secret, enable, disable (by staff, by the
+merchant, or on `410 Gone`), and send a test. URLs are checked (resolved) before any lock;
+each write is audited."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from backoffice.actors import Actor
+from backoffice.services import audit_record
+from notifications.delivery import notification_create, notifications_create_for_event
+from notifications.errors import NotificationError
+from notifications.events import EventType, event_body, new_event_id
+from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint
+from notifications.signing import new_signing_secret
+from notifications.transport import webhook_url_check
+from payments.models import Merchant
+
+# What the merchant reads (on the endpoint's page and in the e-mail) when our staff disabled it.
+STAFF_DISABLED_REASON = "Paydesk staff disabled it"
+
+
+def webhook_endpoint_create(
+    *, merchant: Merchant, url: str, event_types: list[str] | None = None, description: str = "", actor: Actor = None
+) -> WebhookEndpoint:
+    """Save a new endpoint with a fresh secret, after checking its URL (resolving the host:
+    no private, loopback, link-local or metadata address) and its event types."""
+    endpoint = WebhookEndpoint(merchant=merchant, url=url, event_types=list(event_types or []), description=description)
+    endpoint.full_clean()
+    with transaction.atomic():
+        endpoint.save()
+        audit_record(
+            actor=actor,
+            action="webhook_endpoint_create",
+            target=endpoint,
+            details={"url": url, "event_types": endpoint.event_types},
+        )
+    return endpoint
+
+
+# What webhook_endpoint_update changes (keyword names of it, and the endpoint's fields).
+EDITABLE_ENDPOINT_FIELDS = ("url", "event_types", "description")
+
+
+def webhook_endpoint_update(
+    *, endpoint: WebhookEndpoint, url: str, event_types: list[str], description: str, actor: Actor
+) -> WebhookEndpoint:
+    """Change an endpoint's URL, events and description after the same checks as at creation
+    (the URL resolved, outside any lock), then under a row lock save and audit what changed;
+    a refusal writes nothing. Pending tries go to the new URL; the secret stays."""
+    wanted = {"url": url, "event_types": list(event_types), "description": description}
+    candidate = WebhookEndpoint.objects.get(pk=endpoint.pk)
+    for field, value in wanted.items():
+        setattr(candidate, field, value)
+    candidate.full_clean()  # resolves the host: a network call, so before the lock
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        changes = {
+            field: [getattr(endpoint, field), value]
+            for field, value in wanted.items()
+            if getattr(endpoint, field) != value
+        }
+        if not changes:
+            return endpoint
+        for field, (_before, after) in changes.items():
+            setattr(endpoint, field, after)
+        endpoint.save(update_fields=[*changes, "updated_at"])
+        audit_record(actor=actor, action="webhook_endpoint_update", target=endpoint, details={"changes": changes})
+    return endpoint
+
+
+def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor: Actor, reason: str = "") -> WebhookEndpoint:
+    """Give the endpoint a new secret; the previous one keeps signing beside it for the
+    configured overlap, so the merchant can switch without losing a webhook."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        now = timezone.now()
+        overlap_ends = endpoint.previous_secret_expires_at
+        if endpoint.previous_secret and overlap_ends and overlap_ends > now:
+            # A second rotation now would drop the oldest secret at once, breaking the promised overlap.
+            raise NotificationError(
+                f"a rotation is still in its overlap until {overlap_ends:%Y-%m-%d %H:%M %Z}; rotate again after that",
+                code="rotation_in_progress",
+            )
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_expires_at = now + timedelta(seconds=settings.WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS)
+        endpoint.secret = new_signing_secret()
+        endpoint.secret_rotated_at = now
+        endpoint.save(
+            update_fields=[
+                "previous_secret",
+                "previous_secret_expires_at",
+                "secret",
+                "secret_rotated_at",
+                "updated_at",
+            ]
+        )
+        audit_record(
+            actor=actor,
+            action="webhook_secret_rotate",
+            target=endpoint,
+            reason=reason,
+            details={"previous_secret_valid_until": endpoint.previous_secret_expires_at.isoformat()},
+        )
+    return endpoint
+
+
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: Actor, reason: str = "") -> WebhookEndpoint:
+    """Re-enable a disabled endpoint after checking its URL again; what it missed meanwhile
+    stays `disabled` until someone resends it."""
+    webhook_url_check(endpoint.url)
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.enabled:
+            raise NotificationError("already enabled", code="already_enabled")
+        was_disabled_because = endpoint.disabled_reason
+        endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = True, "", None
+        endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="webhook_endpoint_enable",
+            target=endpoint,
+            reason=reason,
+            details={"was_disabled_because": was_disabled_because},
+        )
+    return endpoint
+
+
+def webhook_endpoint_disable(
+    *, endpoint: WebhookEndpoint, actor: Actor, reason: str = "", by_merchant: bool = False
+) -> WebhookEndpoint:
+    """Disable an endpoint by hand, in one transaction under a row lock: its pending
+    notifications stop (status `disabled`) and the disable is audited. Disabled by staff: the
+    merchant is e-mailed that our staff disabled it (the staff's reason stays in the audit
+    trail). Disabled by the merchant in the portal (`by_merchant`): the reason names the user
+    and no e-mail goes out, as the merchant did it and sees it on the page."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().select_related("merchant").get(pk=endpoint.pk)
+        if not endpoint.enabled:
+            raise NotificationError("already disabled", code="already_disabled")
+        if by_merchant:
+            who = actor.get_username() if getattr(actor, "pk", None) else "a user of yours"
+            disabled_reason = f"{who} disabled it in the merchant portal"
+        else:
+            disabled_reason = STAFF_DISABLED_REASON
+        webhook_endpoint_disable_locked(
+            endpoint, disabled_reason=disabled_reason, audit_reason=reason, actor=actor, tell_merchant=not by_merchant
+        )
+    return endpoint
+
+
+def webhook_endpoint_disable_locked(
+    endpoint: WebhookEndpoint,
+    *,
+    disabled_reason: str,
+    audit_reason: str,
+    actor: Actor = None,
+    gone: bool = False,
+    tell_merchant: bool = True,
+) -> None:
+    """On a locked, enabled endpoint: disable it, stop its pending notifications, audit, and
+    (unless told not to) tell the merchant. `disabled_reason` is shown to the merchant."""
+    now = timezone.now()
+    endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at = False, disabled_reason[:255], now
+    endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at", "updated_at"])
+    stopped = Notification.objects.filter(endpoint=endpoint, status=NotificationStatus.PENDING).update(
+        status=NotificationStatus.DISABLED,
+        next_attempt_at=None,
+        last_error=f"endpoint disabled: {disabled_reason}"[:2000],
+        updated_at=now,
+    )
+    audit_record(
+        actor=actor,
+        action="webhook_endpoint_disable",
+        target=endpoint,
+        reason=audit_reason,
+        details={
+            "disabled_reason": disabled_reason,
+            "pending_notifications_stopped": stopped,
+            "merchant_told": tell_merchant,
+        },
+    )
+    if not tell_merchant:
+        return
+    notifications_create_for_event(
+        merchant=endpoint.merchant,
+        event_type=EventType.WEBHOOK_ENDPOINT_DISABLED,
+        data={
+            "object": "webhook_endpoint",
+            "url": endpoint.url,
+            "reason": disabled_reason,
+            "disabled_at": now.isoformat().replace("+00:00", "Z"),
+            "pending_notifications_stopped": stopped,
+            "gone": gone,
+        },
+    )
+
+
+def webhook_test_send(*, endpoint: WebhookEndpoint, actor: Actor) -> Notification:
+    """Queue a signed `webhook.test` to an enabled endpoint (delivered, logged and retried
+    like any other webhook)."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_related("merchant").get(pk=endpoint.pk)
+        if not endpoint.enabled:
+            raise NotificationError("the endpoint is disabled; re-enable it first", code="endpoint_disabled")
+        event_id, now = new_event_id(), timezone.now()
+        body = event_body(
+            event_id=event_id,
+            event_type=EventType.WEBHOOK_TEST,
+            created_at=now,
+            data={"object": "test", "message": "A test webhook from Paydesk: the signature shows it came from us."},
+        )
+        notification = notification_create(
+            event_id=event_id,
+            event_type=EventType.WEBHOOK_TEST,
+            merchant=endpoint.merchant,
+            body=body,
+            channel=Channel.WEBHOOK,
+            endpoint=endpoint,
+            destination=endpoint.url,
+            requested_by=actor,
+        )
+        audit_record(actor=actor, action="webhook_test_send", target=endpoint, details={"event_id": event_id})
+    return notification

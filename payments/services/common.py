@@ -1,0 +1,81 @@
+"""What the payment, refund and settlement services share: the row lock, the transition
+that records its event and signal, and the refusals."""
+
+from typing import TypeVar
+
+from backoffice.actors import Actor
+from payments.errors import PaymentError
+from payments.models import Payment, PaymentEvent, Refund, RefundEvent, SettlementRequest
+from payments.signals import payment_status_changed, refund_status_changed
+
+
+def event_record(
+    subject: Payment | Refund, *, from_status: str, actor: Actor = None, actor_label: str = "", reason: str = ""
+) -> PaymentEvent | RefundEvent:
+    """Append the subject's event (PaymentEvent or RefundEvent) and send its status signal."""
+    user = actor if getattr(actor, "pk", None) else None
+    fields = {
+        "from_status": from_status,
+        "to_status": subject.status,
+        "actor": user,
+        "actor_label": actor_label or ("" if user else "system"),
+        "reason": reason,
+    }
+    event: PaymentEvent | RefundEvent
+    if isinstance(subject, Payment):
+        event = PaymentEvent.objects.create(payment=subject, **fields)
+        payment_status_changed.send(
+            sender=Payment, payment=subject, event=event, from_status=from_status, to_status=subject.status
+        )
+    else:
+        event = RefundEvent.objects.create(refund=subject, **fields)
+        refund_status_changed.send(
+            sender=Refund, refund=subject, event=event, from_status=from_status, to_status=subject.status
+        )
+    return event
+
+
+def status_transition(
+    subject: Payment | Refund, name: str, *, actor: Actor = None, actor_label: str = "", reason: str = ""
+) -> None:
+    """Run a transition on a locked payment or refund, save it, and record the event and signal."""
+    from_status = subject.status
+    getattr(subject, name)()
+    subject.save()
+    event_record(subject, from_status=from_status, actor=actor, actor_label=actor_label, reason=reason)
+
+
+def payment_lock(payment_id: int) -> Payment:
+    """The payment, locked for the caller's transaction."""
+    # The merchant comes along (notifications read it on every change) but is not locked:
+    # locking it would serialise all of a merchant's payments.
+    return Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment_id)
+
+
+def wrong_status(payment: Payment, expected: str) -> PaymentError:
+    """The refusal of an operation on a payment that is not in the `expected` state."""
+    return PaymentError(f"not {expected} (it is {payment.get_status_display().lower()})", code="wrong_status")
+
+
+def require_perm(user: Actor, perm: str, what: str) -> None:
+    """Refuse unless `user` is an active user with `perm`."""
+    if not (user is not None and user.pk and user.is_active and user.has_perm(perm)):
+        raise PaymentError(f"You do not have permission to {what}.", code="permission_denied")
+
+
+Decided = TypeVar("Decided", Refund, SettlementRequest)
+
+
+def lock_for_second_person(subject: Decided, *, approver: Actor, perm: str, what: str) -> Decided:
+    """Lock the payment, then the refund or settlement request awaiting a decision, and check
+    the decider may decide it: the permission, not the requester (four eyes), still open."""
+    require_perm(approver, perm, what)
+    payment = payment_lock(subject.payment_id)
+    subject = type(subject).objects.select_for_update().get(pk=subject.pk)
+    subject.payment = payment
+    kind = "refund" if isinstance(subject, Refund) else "manual settlement"
+    if subject.requested_by_id == getattr(approver, "pk", None):
+        raise PaymentError(f"A {kind} needs a second person: you asked for this one.", code="four_eyes")
+    if subject.status != "requested":
+        raise PaymentError(f"not awaiting approval (it is {subject.get_status_display().lower()})", code="wrong_status")
+    return subject

@@ -1,0 +1,209 @@
+"""Refund services: request (by staff or a merchant's owner), approve or reject (four eyes),
+and apply what the gateway says. Each locks the payment first, so concurrent requests can
+never together refund more than the capture."""
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from backoffice.actors import Actor
+from backoffice.models import Job
+from backoffice.services import audit_record, job_enqueue
+from payments.errors import PaymentError
+from payments.gateways import GatewayOutcome, RefundResult
+from payments.models import Membership, Payment, Refund
+from payments.money import format_minor
+from payments.selectors import refund_approval_threshold_minor, refund_remaining_minor
+from payments.services.common import (
+    event_record,
+    lock_for_second_person,
+    payment_lock,
+    require_perm,
+    status_transition,
+    wrong_status,
+)
+from payments.states import REFUND_HOLDING, PaymentStatus, RefundStatus
+from payments.validators import require_reason
+
+REFUND_JOB = "payments.jobs.refund_payment"
+
+
+class RefundOutcomeUnknown(Exception):
+    """The gateway gave no clear answer; the job retries under the same idempotency key."""
+
+
+def _enqueue_refund(refund: Refund, *, actor: Actor = None) -> Job:
+    return job_enqueue(
+        func=REFUND_JOB,
+        kwargs={"refund_id": refund.pk},
+        queue="payments",
+        concerns=refund.payment,
+        requested_by=actor,
+    )
+
+
+def refund_request(*, payment: Payment, amount_minor: int, reason: str, requested_by: Actor) -> Refund:
+    """Lock the payment, check the refund fits in what remains refundable (so concurrent
+    requests can never together exceed the capture), create it; below the approval
+    threshold approve it at once and queue the refund job."""
+    require_perm(requested_by, "payments.request_refund", "request refunds")
+    return _refund_create(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requested_by)
+
+
+def _refund_create(
+    *, payment: Payment, amount_minor: int, reason: str, requested_by: Actor, audit_details: dict | None = None
+) -> Refund:
+    """The checks and writes every refund request shares, once its requester is authorised."""
+    reason = require_reason(reason, "refund")
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        raise PaymentError({"amount_minor": ["The refund amount must be a whole number of minor units."]})
+    with transaction.atomic():
+        payment = payment_lock(payment.pk)
+        if payment.status == PaymentStatus.UNKNOWN:
+            raise PaymentError("not refundable until its outcome is resolved (it is unknown)", code="wrong_status")
+        if not payment.is_captured() or payment.status == PaymentStatus.REFUNDED:
+            raise wrong_status(payment, "refundable")
+        if amount_minor <= 0:
+            raise PaymentError({"amount_minor": ["The refund amount must be greater than zero."]}, code="amount")
+        remaining = refund_remaining_minor(payment)
+        if amount_minor > remaining:
+            raise PaymentError(
+                {
+                    "amount_minor": [
+                        f"{format_minor(amount_minor, payment.currency)} is more than the "
+                        f"{format_minor(remaining, payment.currency)} that remains refundable."
+                    ]
+                },
+                code="amount_exceeds_remaining",
+            )
+        # Four eyes look at the total refunded without them, so splitting a large refund
+        # into small ones does not slip past the threshold.
+        approved_alone = (
+            payment.refunds.filter(status__in=REFUND_HOLDING, needs_approval=False).aggregate(
+                total=Sum("amount_minor")
+            )["total"]
+            or 0
+        )
+        needs_approval = approved_alone + amount_minor >= refund_approval_threshold_minor(payment.currency)
+        refund = Refund.objects.create(
+            payment=payment,
+            amount_minor=amount_minor,
+            reason=reason,
+            requested_by=requested_by,
+            needs_approval=needs_approval,
+        )
+        event_record(refund, from_status="", actor=requested_by, reason=reason)
+        audit_record(
+            actor=requested_by,
+            action="refund_request",
+            target=payment,
+            reason=reason,
+            details={"refund": refund.public_id, "amount_minor": amount_minor, **(audit_details or {})},
+        )
+        if not needs_approval:
+            refund.decided_at = timezone.now()
+            status_transition(
+                refund, "approve", actor_label="system", reason="below the approval threshold: approved automatically"
+            )
+            _enqueue_refund(refund, actor=requested_by)
+    return refund
+
+
+def refund_approve(*, refund: Refund, approver: Actor, note: str = "") -> Refund:
+    """A second person with approve_refund approves; locks payment and refund, queues the refund job."""
+    with transaction.atomic():
+        refund = lock_for_second_person(
+            refund, approver=approver, perm="payments.approve_refund", what="approve refunds"
+        )
+        refund.approved_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note.strip()
+        status_transition(refund, "approve", actor=approver, reason=note.strip() or "approved")
+        audit_record(
+            actor=approver,
+            action="refund_approve",
+            target=refund.payment,
+            reason=note.strip(),
+            details={"refund": refund.public_id},
+        )
+        _enqueue_refund(refund, actor=approver)
+    return refund
+
+
+def refund_reject(*, refund: Refund, approver: Actor, note: str) -> Refund:
+    """A second person with approve_refund rejects, with a required note; the amount is freed."""
+    note = require_reason(note, "reject a refund")
+    with transaction.atomic():
+        refund = lock_for_second_person(
+            refund, approver=approver, perm="payments.approve_refund", what="reject refunds"
+        )
+        refund.rejected_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note
+        status_transition(refund, "reject", actor=approver, reason=note)
+        audit_record(
+            actor=approver,
+            action="refund_reject",
+            target=refund.payment,
+            reason=note,
+            details={"refund": refund.public_id},
+        )
+    return refund
+
+
+def refund_processing_start(*, refund_id: int) -> Refund | None:
+    """Lock the refund and return it to send to the gateway: approved -> processing, or
+    already processing (a previous run died or got no clear answer; same key). None when done."""
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().select_related("payment").get(pk=refund_id)
+        if refund.status == RefundStatus.APPROVED:
+            status_transition(refund, "start_processing", actor_label="worker")
+        elif refund.status != RefundStatus.PROCESSING:
+            return None
+        return refund
+
+
+def refund_result_apply(*, refund_id: int, result: RefundResult) -> Refund:
+    """Record the gateway's answer: succeeded moves the payment to partially refunded or
+    refunded; declined fails the refund and frees its amount. Applied once."""
+    if result.outcome == GatewayOutcome.UNKNOWN:
+        raise RefundOutcomeUnknown(f"{result.error_code}: {result.error_message}")
+    with transaction.atomic():
+        refund = Refund.objects.get(pk=refund_id)
+        payment = payment_lock(refund.payment_id)
+        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        if refund.status != RefundStatus.PROCESSING:
+            return refund
+        refund.gateway_reference = result.gateway_reference
+        refund.error_code, refund.error_message = result.error_code, result.error_message
+        refund.completed_at = timezone.now()
+        if result.outcome != GatewayOutcome.SUCCEEDED:
+            status_transition(refund, "fail", actor_label="worker", reason=f"declined: {result.error_code}")
+            return refund
+        status_transition(refund, "succeed", actor_label="worker", reason="refunded by the gateway")
+        refunded = payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(total=Sum("amount_minor"))["total"]
+        status_transition(
+            payment,
+            "refund_fully" if refunded >= payment.amount_minor else "refund_partially",
+            actor_label="worker",
+            reason=f"refund {refund.public_id} of {refund.amount_display} succeeded",
+        )
+    return refund
+
+
+def refund_request_by_merchant(*, payment: Payment, amount_minor: int, reason: str, requested_by: Actor) -> Refund:
+    """A merchant's owner asks to refund one of the merchant's payments: the same locked checks
+    and approval threshold as staff requests (a large one waits for a staff approver)."""
+    allowed = (
+        getattr(requested_by, "pk", None)
+        and requested_by.is_active
+        and payment.merchant.is_active
+        and Membership.objects.filter(
+            user=requested_by, merchant_id=payment.merchant_id, role=Membership.Role.OWNER
+        ).exists()
+    )
+    if not allowed:
+        raise PaymentError("Only an owner of this merchant can request its refunds.", code="permission_denied")
+    return _refund_create(
+        payment=payment,
+        amount_minor=amount_minor,
+        reason=reason,
+        requested_by=requested_by,
+        audit_details={"via": "merchant portal"},
+    )

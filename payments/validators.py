@@ -1,0 +1,98 @@
+"""Input checks shared by the services and the forms: card numbers are refused everywhere,
+and a new payment's fields are checked before anything is written."""
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from payments.errors import PaymentError
+from payments.models import Merchant
+from payments.money import validate_currency
+
+TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,63}$")
+# A run of 13 to 19 digits, possibly grouped by spaces, dashes, dots or underscores.
+DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ ._-]?\d){12,18}(?![ ._-]?\d)")
+
+
+def contains_card_number(text: str) -> bool:
+    """True if the text holds something that passes for a card number (Luhn-valid 13-19
+    digits): such text is refused, never stored, never echoed back."""
+    for run in DIGIT_RUN.finditer(text or ""):
+        digits = [int(char) for char in run.group() if char.isdigit()]
+        if _luhn_valid(digits):
+            return True
+    return False
+
+
+def _luhn_valid(digits: list[int]) -> bool:
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        if position % 2 == 1:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def validate_new_payment(
+    *,
+    merchant: Merchant,
+    amount_minor: int,
+    currency: str,
+    payment_method: str,
+    idempotency_key: str,
+    merchant_reference: str = "",
+    customer_email: str = "",
+    description: str = "",
+) -> None:
+    """Refuse (PaymentError, every problem keyed by its field) what payment_create must not write."""
+    errors: dict[str, list[str]] = {}
+
+    def refuse(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    if not merchant.is_active:
+        refuse("merchant", f"Merchant {merchant} is not active.")
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        refuse("amount_minor", "The amount must be a whole number of minor units.")
+    elif amount_minor <= 0:
+        refuse("amount_minor", "The amount must be greater than zero.")
+    elif amount_minor > settings.PAYMENTS_MAX_AMOUNT_MINOR:
+        refuse("amount_minor", f"The amount is above the maximum of {settings.PAYMENTS_MAX_AMOUNT_MINOR} minor units.")
+    try:
+        validate_currency(currency)
+    except ValidationError as error:
+        refuse("currency", error.messages[0])
+    if contains_card_number(payment_method):
+        refuse("payment_method", "Card numbers are never accepted: send a payment method token.")
+    elif not TOKEN_PATTERN.match(payment_method or ""):
+        refuse("payment_method", "Enter a payment method token such as tok_success.")
+    if not idempotency_key or len(idempotency_key) > 100:
+        refuse("idempotency_key", "An idempotency key of 1 to 100 characters is required.")
+    if len(merchant_reference) > 100:
+        refuse("merchant_reference", "The reference is longer than 100 characters.")
+    if len(description) > 255:
+        refuse("description", "The description is longer than 255 characters.")
+    if customer_email:
+        try:
+            validate_email(customer_email)
+        except ValidationError:
+            refuse("customer_email", "Enter a valid e-mail address.")
+    for field, value in (
+        ("merchant_reference", merchant_reference),
+        ("description", description),
+        ("customer_email", customer_email),
+    ):
+        if contains_card_number(value):
+            refuse(field, "This looks like a card number; card numbers are never accepted or stored.")
+    if errors:
+        raise PaymentError(errors)
+
+
+def require_reason(reason: str, what: str) -> str:
+    """The reason, stripped; refused when empty (every staff decision says why)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise PaymentError({"reason": [f"A reason is required to {what}."]}, code="reason_required")
+    return reason
