@@ -114,8 +114,13 @@ def test_a_worker_killed_mid_job_is_retried_on_a_new_worker_and_charges_once(
     dead_worker = job.worker_name
 
     start_worker("payments", worker_class=worker_class, **slow_gateway)
+    # The runner writes the job's outcome just after the payment's: wait for both, or a busy
+    # machine sees the payment succeeded while its job is still being closed.
     report = sweep_until(
-        lambda: Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED,
+        lambda: (
+            Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED
+            and Job.objects.get(pk=job.pk).status != JobStatus.RUNNING
+        ),
         timeout=90,
         message="the sweeper to retry the job on the new worker",
     )
