@@ -15,7 +15,8 @@ from backoffice.models import Job
 from backoffice.progress import ObjectOutcome
 from backoffice.services import audit_record_many, job_enqueue_many
 from payments.models import Payment, PaymentEvent
-from payments.services import ACTIVE_JOB_STATUSES, PROCESS_JOB
+from payments.selectors import ACTIVE_JOB_STATUSES
+from payments.services import PROCESS_JOB
 from payments.signals import payment_status_changed
 from payments.states import TRANSITIONS, PaymentStatus
 
