@@ -6,7 +6,10 @@ held while Redis is called:
   transaction, then pushed; a push that fails puts its row back;
 - a `queued` row is taken as lost from Redis only once it is older than
   JOBS_QUEUED_GRACE_SECONDS (which must exceed the few milliseconds a pass spends pushing
-  what it took), and is re-pushed by whichever sweeper moves its `queued_at` first;
+  what it took), and is re-pushed by whichever sweeper moves its `queued_at` first. Lost
+  means: RQ has no such job, or calls it failed/stopped/canceled/finished, or started long
+  ago, or still queued while its id is in no queue list (a worker took it and died before
+  starting it);
 - the runner's claim makes a job that is delivered twice anyway run once.
 """
 
@@ -32,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 500
 # What RQ says about a job that will never run from where it is now.
-RQ_GONE = {RQStatus.FAILED.value, RQStatus.STOPPED.value, RQStatus.CANCELED.value}
+RQ_GONE = {RQStatus.FAILED.value, RQStatus.STOPPED.value, RQStatus.CANCELED.value, RQStatus.FINISHED.value}
 
 
 @dataclass
@@ -146,14 +149,19 @@ def _repush_lost_queued(report: SweepReport) -> None:
         last_pk, _, last_queued_at = rows[-1]
         page = queued.filter(Q(queued_at__gt=last_queued_at) | Q(queued_at=last_queued_at, pk__gt=last_pk))
         try:
-            statuses = _rq_statuses(rows)
+            seen = _rq_view(rows)
         except (RedisError, OSError) as error:
             logger.warning("sweep: cannot read RQ job statuses (%s)", error)
             report.redis_down = True
             return
         for pk, queue, queued_at in rows:
-            status = statuses[pk]
-            lost = status is None or status in RQ_GONE or (status == RQStatus.STARTED and queued_at < started_before)
+            status = seen[pk]
+            lost = (
+                status is None
+                or status in RQ_GONE
+                or status == TAKEN_BUT_NOT_STARTED
+                or (status == RQStatus.STARTED and queued_at < started_before)
+            )
             if not lost:
                 continue
             # Whoever moves queued_at first re-pushes: two sweepers never push a lost job twice.
@@ -165,20 +173,64 @@ def _repush_lost_queued(report: SweepReport) -> None:
                 report.redis_down = True  # still queued and not in Redis: the next pass retries it
                 return
             report.repushed += 1
-            logger.warning("job %s was %s in Redis: re-pushed", pk, status or "missing")
+            if status == TAKEN_BUT_NOT_STARTED:
+                _forget_in_intermediate_list(queue, pk)
+            logger.warning("job %s re-pushed: in Redis it was %s", pk, status or "missing")
 
 
-def _rq_statuses(rows) -> dict:
-    """The status RQ holds for each job (None when Redis has no such job), one round trip per queue."""
-    statuses = {}
-    for queue, group in groupby(sorted(rows, key=lambda row: row[1]), key=lambda row: row[1]):
+# What _rq_view says of a job RQ still calls `queued` that is in no queue list: a worker took
+# it (BLPOP/BLMOVE) and died before RQ marked it started. No live worker stays there longer
+# than a few milliseconds; if one is there right now, the re-push is a duplicate delivery,
+# which the runner's claim turns into a no-op.
+TAKEN_BUT_NOT_STARTED = "taken by a worker that never started it"
+
+
+def _forget_in_intermediate_list(queue_name: str, pk) -> None:
+    # A worker listening on one queue moves what it takes to RQ's intermediate list; left
+    # there, RQ's own clean-up would later mark the re-pushed copy failed.
+    queue = rq_queue(queue_name)
+    try:
+        queue.connection.lrem(queue.intermediate_queue_key, 0, str(pk))
+    except (RedisError, OSError) as error:
+        logger.warning("job %s: could not clear RQ's intermediate list (%s)", pk, error)
+
+
+def _rq_view(rows) -> dict:
+    """What RQ holds for each row: its status, None when Redis has no such job, or
+    TAKEN_BUT_NOT_STARTED. A few round trips per queue, whatever the queue's length."""
+    seen = {}
+    for queue_name, group in groupby(sorted(rows, key=lambda row: row[1]), key=lambda row: row[1]):
         pks = [pk for pk, _, _ in group]
-        with rq_queue(queue).connection.pipeline(transaction=False) as pipeline:
+        queue = rq_queue(queue_name)
+        redis = queue.connection
+        with redis.pipeline(transaction=False) as pipeline:
             for pk in pks:
-                pipeline.hget(RQJob.key_for(str(pk)), "status")
-            for pk, status in zip(pks, pipeline.execute(), strict=True):
-                statuses[pk] = status.decode() if status is not None else None
-    return statuses
+                pipeline.hmget(RQJob.key_for(str(pk)), "status", "enqueued_at")
+            pipeline.lindex(queue.key, 0)
+            *fields, head = pipeline.execute()
+        waiting = {}  # RQ says queued: pk -> enqueued_at
+        for pk, (status, enqueued_at) in zip(pks, fields, strict=True):
+            seen[pk] = status.decode() if status is not None else None
+            if seen[pk] == RQStatus.QUEUED:
+                waiting[pk] = enqueued_at or b""
+        if not waiting:
+            continue
+        # A queue list is first in, first out: a job RQ enqueued before the job at the head
+        # of its list is no longer in it, unless two pushers' clocks or timing disagree.
+        # LPOS settles those few; nothing here scans the list for the jobs that wait in it.
+        head_enqueued_at = redis.hget(RQJob.key_for(head.decode()), "enqueued_at") if head is not None else None
+        suspects = [
+            pk for pk, enqueued_at in waiting.items() if head_enqueued_at is None or enqueued_at < head_enqueued_at
+        ]
+        if not suspects:
+            continue
+        with redis.pipeline(transaction=False) as pipeline:
+            for pk in suspects:
+                pipeline.lpos(queue.key, str(pk))
+            for pk, position in zip(suspects, pipeline.execute(), strict=True):
+                if position is None:
+                    seen[pk] = TAKEN_BUT_NOT_STARTED
+    return seen
 
 
 def jobs_sweep_periodic() -> str:

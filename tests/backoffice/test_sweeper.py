@@ -222,3 +222,45 @@ def test_sweepers_running_at_the_same_time_never_push_the_same_job_twice(setting
     assert len(pushes) == 500
     assert set(pushes.values()) == {1}
     assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.QUEUED}
+
+
+def test_repushes_a_job_a_worker_took_from_its_queue_and_died_before_starting():
+    taken, waiting = make_job(JobStatus.PENDING, queue="payments"), make_job(JobStatus.PENDING, queue="payments")
+    jobs_sweep()
+    queue = django_rq.get_queue("payments")
+    # A one-queue worker moves the id it takes to RQ's intermediate list (BLMOVE) and died there:
+    # RQ still calls the job queued.
+    queue.connection.lmove(queue.key, queue.intermediate_queue_key)
+    assert RQJob.fetch(str(taken.pk), connection=queue.connection).get_status() == RQStatus.QUEUED
+
+    report = jobs_sweep()
+
+    assert report.repushed == 1
+    assert in_redis("payments") == [str(waiting.pk), str(taken.pk)]
+    assert queue.connection.lrange(queue.intermediate_queue_key, 0, -1) == []
+    assert jobs_sweep().repushed == 0
+
+
+def test_repushes_a_queued_job_whose_run_ended_without_claiming_it():
+    # e.g. the runner could not reach the database and returned without running it
+    job = make_job(JobStatus.PENDING)
+    jobs_sweep()
+    django_rq.get_queue("default").remove(str(job.pk))
+    RQJob.fetch(str(job.pk), connection=django_rq.get_connection("default")).set_status(RQStatus.FINISHED)
+
+    assert jobs_sweep().repushed == 1
+
+    assert in_redis("default") == [str(job.pk)]
+
+
+def test_a_long_backlog_is_not_mistaken_for_lost_jobs(settings):
+    settings.JOBS_QUEUED_GRACE_SECONDS = 30
+    backlog = [make_job(JobStatus.PENDING) for _ in range(30)]
+    jobs_sweep()
+    Job.objects.update(queued_at=timezone.now() - timedelta(minutes=10))
+    queue = django_rq.get_queue("default")
+    queue.connection.lpop(queue.key)  # a worker took the first one and died; the rest wait
+
+    assert jobs_sweep().repushed == 1
+
+    assert in_redis("default") == [str(job.pk) for job in backlog[1:]] + [str(backlog[0].pk)]

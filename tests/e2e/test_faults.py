@@ -7,10 +7,13 @@ JOBS_STALE_AFTER_SECONDS / JOBS_HEARTBEAT_SECONDS here and in the workers' envir
 """
 
 from collections import Counter
+from datetime import timedelta
 
 import django_rq
 import pytest
+from django.db.models import F
 from rq import Worker
+from rq.job import Job as RQJob
 
 from backoffice.models import Job, JobStatus
 from backoffice.runner import run_job
@@ -131,6 +134,35 @@ def test_a_worker_killed_mid_job_is_retried_on_a_new_worker_and_charges_once(
     assert job.worker_name != dead_worker
     assert_charged_once_with_one_history(payment)
     assert event_trail(payment) == ["pending", "processing", "succeeded"]
+
+
+def test_a_worker_killed_right_after_taking_a_job_loses_nothing(make_payment, start_worker, settings):
+    settings.JOBS_QUEUED_GRACE_SECONDS = 30
+    doomed = start_worker(worker_class="tests.workers.DiesRightAfterTakingAJob")
+    payment = make_payment()
+    job = processing_job(payment)
+    wait_until(lambda: doomed.process.poll() is not None, timeout=60, message="the worker to die with the job")
+
+    # RQ still calls it queued, but no queue list holds it and no worker runs it.
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)
+    rq_job = RQJob.fetch(str(job.pk), connection=django_rq.get_connection("payments"))
+    assert rq_job.get_status() == "queued"
+    assert str(job.pk) not in django_rq.get_queue("payments").job_ids
+    start_worker()
+    assert jobs_sweep().repushed == 0  # within the grace it could still be on its way
+
+    Job.objects.filter(pk=job.pk).update(queued_at=F("queued_at") - timedelta(seconds=30))  # the grace passes
+    assert jobs_sweep().repushed == 1  # the first sweep after the grace
+
+    wait_until(
+        lambda: Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED,
+        timeout=60,
+        message="the re-pushed job to run on the live worker, with no further sweep",
+    )
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+    assert_charged_once_with_one_history(payment)
 
 
 # --- Redis loses its queues -------------------------------------------------------------------
