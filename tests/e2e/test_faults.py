@@ -156,7 +156,10 @@ def test_a_worker_killed_right_after_taking_a_job_loses_nothing(make_payment, st
     assert jobs_sweep().repushed == 1  # the first sweep after the grace
 
     wait_until(
-        lambda: Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED,
+        lambda: (
+            Payment.objects.get(pk=payment.pk).status == PaymentStatus.SUCCEEDED
+            and Job.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED
+        ),
         timeout=60,
         message="the re-pushed job to run on the live worker, with no further sweep",
     )
