@@ -13,13 +13,16 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-# Web, worker (with scheduler), cron and, with no REDIS_URL, the embedded Redis. Ctrl-C stops all.
+# Web, worker (with scheduler), cron, the simulated processor (over HTTP, 150 ms +- 50) and,
+# with no REDIS_URL, the embedded Redis. Ctrl-C stops all.
 run: $(VENV)/.installed
-	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-true} PAYDESK_PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH; \
+	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-true} PAYDESK_PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+		PAYMENTS_GATEWAY=$${PAYMENTS_GATEWAY:-payments.gateways.http.HttpGateway} \
+		PROCESSOR_LATENCY_MS=$${PROCESSOR_LATENCY_MS:-150} PROCESSOR_LATENCY_JITTER_MS=$${PROCESSOR_LATENCY_JITTER_MS:-50}; \
 	$(PY) manage.py migrate --no-input -v 0 && \
 	$(PY) manage.py seed_demo --once && \
 	echo "Paydesk admin: http://127.0.0.1:$(PORT)/admin/   (database: $${DATABASE_URL:-SQLite db.sqlite3}, redis: $${REDIS_URL:-embedded})" && \
-	if [ -n "$$REDIS_URL" ]; then exec $(VENV)/bin/honcho -f Procfile start web worker cron; \
+	if [ -n "$$REDIS_URL" ]; then exec $(VENV)/bin/honcho -f Procfile start web worker cron processor; \
 	else exec $(VENV)/bin/honcho -f Procfile start; fi
 
 # Uses DATABASE_URL / REDIS_URL, else the local PostgreSQL and Redis on 127.0.0.1 when they

@@ -152,6 +152,13 @@ BULK_ACTION_CHUNK_SIZE = env.int("BULK_ACTION_CHUNK_SIZE", default=500)
 
 PAYMENTS_GATEWAY = env.str("PAYMENTS_GATEWAY", default="payments.gateways.simulated.SimulatedGateway")
 PAYMENTS_GATEWAY_LATENCY_MS = env.int("PAYMENTS_GATEWAY_LATENCY_MS", default=0)
+# The processor over HTTP (payments.gateways.http, the `processor` service). A timeout means
+# `unknown`: the read timeout must exceed the processor's slowest honest answer.
+PAYMENTS_PROCESSOR_URL = env.str("PAYMENTS_PROCESSOR_URL", default="http://127.0.0.1:8090")
+PAYMENTS_PROCESSOR_CONNECT_TIMEOUT_SECONDS = env.float("PAYMENTS_PROCESSOR_CONNECT_TIMEOUT_SECONDS", default=3.0)
+PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS = env.float("PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS", default=10.0)
+# Connections one worker process keeps open to the processor (its calls in flight at most).
+PAYMENTS_PROCESSOR_MAX_CONNECTIONS = env.int("PAYMENTS_PROCESSOR_MAX_CONNECTIONS", default=100)
 # Delays before each lookup of a payment whose outcome is unknown; after the last one
 # the payment is flagged for review.
 PAYMENTS_RECOVERY_SCHEDULE_SECONDS = env.list(

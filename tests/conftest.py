@@ -15,6 +15,7 @@ from django.db import connection
 
 from backoffice.embedded_redis import start_redis_server
 from payments import services
+from processor.launch import ProcessorProcess
 from tests.factories import MerchantFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +110,14 @@ def worker_environment(**extra) -> dict:
             f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
         )
     env["REDIS_URL"] = settings.REDIS_URL
+    # The gateway this test points at (the HTTP processor in end-to-end tests).
+    for name in (
+        "PAYMENTS_GATEWAY",
+        "PAYMENTS_PROCESSOR_URL",
+        "PAYMENTS_PROCESSOR_CONNECT_TIMEOUT_SECONDS",
+        "PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS",
+    ):
+        env[name] = str(getattr(settings, name))
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env.update({key: str(value) for key, value in extra.items()})
     return env
@@ -180,6 +189,51 @@ class WorkerProcess:
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
+
+
+# A "timed out" answer is held this long by the test processors; the clients give up after
+# PROCESSOR_TEST_READ_TIMEOUT (tests that slow the processor down raise it).
+PROCESSOR_TEST_BEHAVIOUR = {"PROCESSOR_HANG_SECONDS": 5}
+PROCESSOR_TEST_READ_TIMEOUT = 1.0
+
+
+def point_gateway_at(settings, processor: ProcessorProcess, *, read_timeout: float = PROCESSOR_TEST_READ_TIMEOUT):
+    settings.PAYMENTS_GATEWAY = "payments.gateways.http.HttpGateway"
+    settings.PAYMENTS_PROCESSOR_URL = processor.url
+    settings.PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS = read_timeout
+    settings.PAYMENTS_PROCESSOR_CONNECT_TIMEOUT_SECONDS = 1.0
+
+
+@pytest.fixture(scope="session")
+def shared_processor():
+    """One processor service (latency 0) for the tests of this pytest process."""
+    processor = ProcessorProcess(**PROCESSOR_TEST_BEHAVIOUR).start()
+    yield processor
+    processor.stop()
+
+
+@pytest.fixture
+def http_processor(shared_processor, settings) -> ProcessorProcess:
+    """The app (this process and the workers it starts) charges through the HTTP processor."""
+    point_gateway_at(settings, shared_processor)
+    return shared_processor
+
+
+@pytest.fixture
+def start_processor(settings):
+    """Start a processor of this test's own with the given PROCESSOR_* behaviour and point
+    the app at it; `read_timeout` is the clients' (raise it above a slow processor's latency)."""
+    processors: list[ProcessorProcess] = []
+
+    def start(*, read_timeout: float = PROCESSOR_TEST_READ_TIMEOUT, **behaviour) -> ProcessorProcess:
+        processor = ProcessorProcess(**{**PROCESSOR_TEST_BEHAVIOUR, **behaviour}).start()
+        processors.append(processor)
+        point_gateway_at(settings, processor, read_timeout=read_timeout)
+        return processor
+
+    yield start
+    for processor in processors:
+        processor.stop()
 
 
 @pytest.fixture

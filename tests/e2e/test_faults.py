@@ -1,6 +1,6 @@
-"""Faults with real workers, real PostgreSQL and real Redis: a worker killed mid-charge, a
-flushed Redis, and every kind of job run twice. In each, a payment is charged once and its
-history written once.
+"""Faults with real workers, real PostgreSQL, real Redis and the processor service over HTTP:
+a worker killed mid-charge, a flushed Redis, the processor down or not answering in time, and
+every kind of job run twice. In each, a payment is charged once and its history written once.
 
 The sweeper is run by the test itself (jobs_sweep in the wait loop), with small
 JOBS_STALE_AFTER_SECONDS / JOBS_HEARTBEAT_SECONDS here and in the workers' environment.
@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import django_rq
 import pytest
+from django.conf import settings
 from django.db.models import F
 from rq import Worker
 from rq.job import Job as RQJob
@@ -20,8 +21,9 @@ from backoffice.runner import run_job
 from backoffice.services import job_push_rollback_unsafe
 from backoffice.sweeper import SweepReport, jobs_sweep
 from payments.jobs import process_payment, recover_payment
-from payments.models import Payment, SimulatedGatewayRecord
+from payments.models import Payment
 from payments.states import AttemptOutcome, PaymentStatus
+from processor.launch import ProcessorClient
 from tests.conftest import PROCFILE_WORKER_CLASS, run_at_once, wait_until
 
 pytestmark = [
@@ -44,9 +46,14 @@ def processing_job(payment) -> Job:
     return Job.objects.get(func="payments.jobs.process_payment", object_id=str(payment.pk))
 
 
+def processor_charges(payment) -> list[dict]:
+    """The charges the processor holds for any attempt of this payment."""
+    processor = ProcessorClient(settings.PAYMENTS_PROCESSOR_URL)
+    return [op for op in processor.operations(f"{payment.public_id}_") if op["object"] == "charge"]
+
+
 def charges_of(payment) -> int:
-    """Charges the gateway holds for any attempt of this payment."""
-    return SimulatedGatewayRecord.objects.filter(idempotency_key__startswith=f"{payment.public_id}_").count()
+    return len(processor_charges(payment))
 
 
 def event_trail(payment) -> list[str]:
@@ -59,9 +66,8 @@ def assert_charged_once_with_one_history(payment) -> None:
     assert charges_of(payment) == 1
     attempt = payment.attempts.get()
     assert attempt.outcome == AttemptOutcome.SUCCEEDED
-    assert SimulatedGatewayRecord.objects.get(idempotency_key=attempt.idempotency_key).reference == (
-        attempt.gateway_reference
-    )
+    [charge] = processor_charges(payment)
+    assert (charge["idempotency_key"], charge["id"]) == (attempt.idempotency_key, attempt.gateway_reference)
     trail = event_trail(payment)
     assert trail in (["pending", "processing", "succeeded"], ["pending", "processing", "unknown", "succeeded"])
     notifications = Counter(payment.notifications.values_list("event_type", "channel", "destination"))
@@ -91,10 +97,10 @@ def sweep_until(predicate, *, timeout: float, message: str) -> SweepReport:
     + [(PROCFILE_WORKER_CLASS, "before_the_gateway_answered")],
 )
 def test_a_worker_killed_mid_job_is_retried_on_a_new_worker_and_charges_once(
-    make_payment, start_worker, short_heartbeat, worker_class, kill_when
+    make_payment, start_worker, start_processor, short_heartbeat, worker_class, kill_when
 ):
-    slow_gateway = {"PAYMENTS_GATEWAY_LATENCY_MS": 3000, **HEARTBEAT}
-    doomed = start_worker("payments", worker_class=worker_class, **slow_gateway)
+    start_processor(PROCESSOR_LATENCY_MS=3000, read_timeout=10)
+    doomed = start_worker("payments", worker_class=worker_class, **HEARTBEAT)
     payment = make_payment()
     job = processing_job(payment)
 
@@ -103,8 +109,8 @@ def test_a_worker_killed_mid_job_is_retried_on_a_new_worker_and_charges_once(
         attempt = payment.attempts.first()
         if job.status != JobStatus.RUNNING or attempt is None:
             return False
-        # The simulated gateway records the charge half-way through its latency.
-        charged = SimulatedGatewayRecord.objects.filter(idempotency_key=attempt.idempotency_key).exists()
+        # The processor records the charge half-way through its latency.
+        charged = any(charge["idempotency_key"] == attempt.idempotency_key for charge in processor_charges(payment))
         return charged == (kill_when == "after_the_gateway_charged")
 
     wait_until(mid_job, timeout=60, interval=0.05, message=f"the job to be running, {kill_when}")
@@ -116,7 +122,7 @@ def test_a_worker_killed_mid_job_is_retried_on_a_new_worker_and_charges_once(
     assert (job.status, job.attempts) == (JobStatus.RUNNING, 1)
     dead_worker = job.worker_name
 
-    start_worker("payments", worker_class=worker_class, **slow_gateway)
+    start_worker("payments", worker_class=worker_class, **HEARTBEAT)
     # The runner writes the job's outcome just after the payment's: wait for both, or a busy
     # machine sees the payment succeeded while its job is still being closed.
     report = sweep_until(
@@ -171,9 +177,10 @@ def test_a_worker_killed_right_after_taking_a_job_loses_nothing(make_payment, st
 # --- Redis loses its queues -------------------------------------------------------------------
 
 
-def test_jobs_lost_by_a_flushed_redis_are_pushed_again_and_each_runs_once(make_payment, start_worker):
+def test_jobs_lost_by_a_flushed_redis_are_pushed_again_and_each_runs_once(make_payment, start_worker, start_processor):
     # One slow worker: while it charges the first payment, the others wait in Redis.
-    start_worker("payments", PAYMENTS_GATEWAY_LATENCY_MS=2000)
+    start_processor(PROCESSOR_LATENCY_MS=2000, read_timeout=10)
+    start_worker("payments")
     payments = [make_payment() for _ in range(5)]
     wait_until(
         lambda: Job.objects.filter(func="payments.jobs.process_payment", status=JobStatus.RUNNING).exists(),
@@ -199,11 +206,73 @@ def test_jobs_lost_by_a_flushed_redis_are_pushed_again_and_each_runs_once(make_p
         assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
 
 
+# --- the processor down, or not answering in time ---------------------------------------------
+
+LOOKUPS_LATER = {"PAYMENTS_RECOVERY_SCHEDULE_SECONDS": "1,1,1,1,1"}
+
+
+def test_payments_sent_while_the_processor_is_down_go_unknown_then_fail_by_lookup_charging_nothing(
+    make_payment, start_worker, start_processor, settings
+):
+    settings.PAYMENTS_RECOVERY_SCHEDULE_SECONDS = [1, 1, 1, 1, 1]
+    processor = start_processor()
+    processor.stop()
+    start_worker("payments", **LOOKUPS_LATER)
+    payments = [make_payment() for _ in range(3)]
+    wait_until(
+        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.UNKNOWN for p in payments),
+        timeout=60,
+        message="the payments to go unknown",
+    )
+    assert {p.attempts.get().error_code for p in payments} == {"connection_error"}
+
+    processor.start()
+    sweep_until(
+        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.FAILED for p in payments),
+        timeout=90,
+        message="the lookups to find nothing and fail the payments",
+    )
+    for payment in payments:
+        assert charges_of(payment) == 0
+        assert event_trail(payment) == ["pending", "processing", "unknown", "failed"]
+        assert payment.attempts.get().outcome == AttemptOutcome.NOT_FOUND
+    later = make_payment()
+    wait_until(lambda: Payment.objects.get(pk=later.pk).status == PaymentStatus.SUCCEEDED, timeout=60, message="ok")
+    assert_charged_once_with_one_history(later)
+
+
+def test_charges_the_processor_took_without_answering_in_time_are_found_by_lookup_and_charged_once(
+    make_payment, start_worker, start_processor, settings
+):
+    settings.PAYMENTS_RECOVERY_SCHEDULE_SECONDS = [1, 1, 1, 1, 1]
+    processor = start_processor(PROCESSOR_TIMEOUT_RATE=1, read_timeout=0.5)
+    start_worker("payments", **LOOKUPS_LATER)
+    payments = [make_payment() for _ in range(3)]
+    wait_until(
+        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.UNKNOWN for p in payments),
+        timeout=60,
+        message="the payments to go unknown",
+    )
+    assert {p.attempts.get().error_code for p in payments} == {"timeout"}
+    assert all(charges_of(payment) == 1 for payment in payments)  # recorded, never answered
+
+    processor.stop()
+    processor.start(PROCESSOR_TIMEOUT_RATE=0)  # the processor answers again, its ledger intact
+    sweep_until(
+        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.SUCCEEDED for p in payments),
+        timeout=90,
+        message="the lookups to find the charges",
+    )
+    for payment in payments:
+        assert_charged_once_with_one_history(payment)
+        assert event_trail(payment) == ["pending", "processing", "unknown", "succeeded"]
+
+
 # --- every kind of job, run twice -------------------------------------------------------------
 
 
-def test_process_payment_run_twice_at_once_and_again_later_charges_once(make_payment, settings):
-    settings.PAYMENTS_GATEWAY_LATENCY_MS = 400
+def test_process_payment_run_twice_at_once_and_again_later_charges_once(make_payment, start_processor):
+    start_processor(PROCESSOR_LATENCY_MS=400, read_timeout=10)
     payment = make_payment()
 
     run_at_once(process_payment, payment.pk)
@@ -213,8 +282,8 @@ def test_process_payment_run_twice_at_once_and_again_later_charges_once(make_pay
     assert event_trail(payment) == ["pending", "processing", "succeeded"]
 
 
-def test_recover_payment_run_twice_at_once_and_again_later_resolves_once(make_payment, settings):
-    settings.PAYMENTS_GATEWAY_LATENCY_MS = 200
+def test_recover_payment_run_twice_at_once_and_again_later_resolves_once(make_payment, start_processor):
+    start_processor(PROCESSOR_LATENCY_MS=200)
     payment = make_payment(payment_method="tok_timeout")
     assert process_payment(payment.pk) == {"status": "unknown"}
 
@@ -254,9 +323,10 @@ def test_run_job_delivered_twice_in_process_runs_the_body_once(make_payment):
 
 
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
-def test_one_job_delivered_to_two_real_workers_runs_once(make_payment, start_worker, worker_class):
+def test_one_job_delivered_to_two_real_workers_runs_once(make_payment, start_worker, start_processor, worker_class):
+    start_processor(PROCESSOR_LATENCY_MS=1500, read_timeout=10)
     for _ in range(2):
-        start_worker("payments", worker_class=worker_class, PAYMENTS_GATEWAY_LATENCY_MS=1500)
+        start_worker("payments", worker_class=worker_class)
     queue = django_rq.get_queue("payments")
     wait_until(lambda: len(Worker.all(queue=queue)) == 2, timeout=60, message="both workers to listen")
     payment = make_payment()  # pushed on commit

@@ -8,19 +8,19 @@ from backoffice.runner import run_job
 from backoffice.sweeper import jobs_sweep
 from payments import services
 from payments.jobs import process_payment
-from payments.models import Refund, SimulatedGatewayRecord
+from payments.models import Refund
 from payments.states import PaymentStatus, RefundStatus
 from tests.conftest import wait_until
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.needs_postgres]
 
-# amount's last three digits -> (refund end state, error code): see SimulatedGateway.refund
+# amount's last three digits -> (refund end state, error code): see processor/server.py
 OUTCOMES = {
     10_00: (RefundStatus.SUCCEEDED, ""),  # approved
     10_13: (RefundStatus.FAILED, "refund_declined"),  # declined by the processor
     10_14: (RefundStatus.SUCCEEDED, ""),  # recorded, the answer timed out; the retry finds it
-    10_15: (RefundStatus.SUCCEEDED, ""),  # a 502 first, nothing recorded; the retry refunds
+    10_15: (RefundStatus.SUCCEEDED, ""),  # a 503 first, nothing recorded; the retry refunds
 }
 
 
@@ -31,7 +31,7 @@ def settled(refunds) -> bool:
     )
 
 
-def test_a_worker_sends_refunds_of_every_gateway_outcome_once(make_payment, start_worker):
+def test_a_worker_sends_refunds_of_every_gateway_outcome_once(make_payment, start_worker, http_processor):
     finance = UserFactory(username="e2e-finance", roles=["Finance"])
     payment = make_payment(amount_minor=100_00)
     process_payment(payment.pk)
@@ -47,7 +47,7 @@ def test_a_worker_sends_refunds_of_every_gateway_outcome_once(make_payment, star
         refund.refresh_from_db()
         assert (refund.status, refund.error_code) == OUTCOMES[refund.amount_minor]
         # one record at the gateway under the refund's own key, whatever the retries
-        assert SimulatedGatewayRecord.objects.filter(kind="refund", idempotency_key=refund.public_id).count() == 1
+        assert len(http_processor.operations(refund.public_id)) == 1
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
     # the declined refund freed its amount
@@ -60,4 +60,4 @@ def test_a_worker_sends_refunds_of_every_gateway_outcome_once(make_payment, star
         run_job(str(job.pk))
     for refund in refunds:
         assert refund.events.count() == events[refund.pk]
-    assert SimulatedGatewayRecord.objects.filter(kind="refund").count() == 4
+    assert sum(len(http_processor.operations(refund.public_id)) for refund in refunds) == 4

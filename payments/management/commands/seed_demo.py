@@ -38,6 +38,12 @@ class Command(BaseCommand):
                 "(passwords were printed at the first seed; `manage.py changepassword <name>` sets a new one)."
             )
             return
+        # The demo's history is made here, before `make run` starts the processor service: its
+        # charges and refunds go through the in-process simulated gateway.
+        with override_settings(PAYMENTS_GATEWAY="payments.gateways.simulated.SimulatedGateway"):
+            self._seed()
+
+    def _seed(self):
         logging.getLogger("backoffice.services").setLevel(logging.ERROR)  # Redis may not be up yet
         ensure_roles()
         logins = self._users()
