@@ -245,7 +245,7 @@ def test_charges_the_processor_took_without_answering_in_time_are_found_by_looku
     make_payment, start_worker, start_processor, settings
 ):
     settings.PAYMENTS_RECOVERY_SCHEDULE_SECONDS = [1, 1, 1, 1, 1]
-    processor = start_processor(PROCESSOR_TIMEOUT_RATE=1, read_timeout=0.5)
+    processor = start_processor(PROCESSOR_TIMEOUT_RATE=1, read_timeout=3)
     start_worker("payments", **LOOKUPS_LATER)
     payments = [make_payment() for _ in range(3)]
     wait_until(
