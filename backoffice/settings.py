@@ -228,6 +228,12 @@ WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=10.0)
 WEBHOOKS_RETRY_SCHEDULE_SECONDS = env.list(
     "WEBHOOKS_RETRY_SCHEDULE_SECONDS", cast=float, default=[5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 )
+# A webhook try started less than this long ago is taken to be still in flight elsewhere and is
+# not made again (notifications' DeliveryInProgress). Longer than a live try can take (connect
+# and read timeouts, then the excerpt); the sweeper must wait longer than this before it
+# retries the job of a dead worker (JOBS_STALE_AFTER_SECONDS), or the retry finds the dead
+# try "in flight" and spends its attempts on it.
+WEBHOOKS_TRY_IN_FLIGHT_SECONDS = env.float("WEBHOOKS_TRY_IN_FLIGHT_SECONDS", default=2 * WEBHOOKS_TIMEOUT_SECONDS + 15)
 # After a secret rotation the previous secret also signs for this long.
 WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS = env.int("WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS", default=86400)
 
@@ -244,8 +250,38 @@ for _name in (
 ):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")
-if JOBS_STALE_AFTER_SECONDS <= JOBS_HEARTBEAT_SECONDS:
-    raise ImproperlyConfigured("JOBS_STALE_AFTER_SECONDS must be longer than JOBS_HEARTBEAT_SECONDS.")
+
+
+def _check_timings_together() -> None:
+    """Settings that only work together, checked together: every broken rule in one error."""
+    rules = [
+        (
+            JOBS_STALE_AFTER_SECONDS > JOBS_HEARTBEAT_SECONDS,
+            f"JOBS_STALE_AFTER_SECONDS ({JOBS_STALE_AFTER_SECONDS}) must be longer than "
+            f"JOBS_HEARTBEAT_SECONDS ({JOBS_HEARTBEAT_SECONDS}): a live job would look dead",
+        ),
+        (
+            WEBHOOKS_TRY_IN_FLIGHT_SECONDS > 2 * WEBHOOKS_TIMEOUT_SECONDS,
+            f"WEBHOOKS_TRY_IN_FLIGHT_SECONDS ({WEBHOOKS_TRY_IN_FLIGHT_SECONDS}) must be longer than twice "
+            f"WEBHOOKS_TIMEOUT_SECONDS ({WEBHOOKS_TIMEOUT_SECONDS}, connect + read): a live try would be made twice",
+        ),
+        (
+            JOBS_STALE_AFTER_SECONDS >= WEBHOOKS_TRY_IN_FLIGHT_SECONDS,
+            f"JOBS_STALE_AFTER_SECONDS ({JOBS_STALE_AFTER_SECONDS}) must be at least "
+            f"WEBHOOKS_TRY_IN_FLIGHT_SECONDS ({WEBHOOKS_TRY_IN_FLIGHT_SECONDS}): the retry of a delivery whose "
+            "worker died would find its try still in flight and spend its attempts on it",
+        ),
+        (
+            JOBS_QUEUED_GRACE_SECONDS >= 0 and JOBS_PENDING_GRACE_SECONDS >= 0,
+            "JOBS_QUEUED_GRACE_SECONDS and JOBS_PENDING_GRACE_SECONDS cannot be negative",
+        ),
+    ]
+    broken = [message for holds, message in rules if not holds]
+    if broken:
+        raise ImproperlyConfigured("Settings that must hold together do not:\n- " + "\n- ".join(broken))
+
+
+_check_timings_together()
 
 if not PAYMENTS_RECOVERY_SCHEDULE_SECONDS or min(PAYMENTS_RECOVERY_SCHEDULE_SECONDS) < 0:
     raise ImproperlyConfigured("PAYMENTS_RECOVERY_SCHEDULE_SECONDS needs at least one delay, none negative.")

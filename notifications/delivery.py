@@ -152,9 +152,9 @@ def notification_resend(*, notification: Notification, actor: Actor, reason: str
 
 
 def _stale_after() -> timedelta:
-    # Longer than any live try can take (connect + read timeouts and the excerpt), shorter
-    # than the sweeper's wait before it re-runs the job of a dead worker.
-    return timedelta(seconds=2 * settings.WEBHOOKS_TIMEOUT_SECONDS + 15)
+    # Longer than any live try can take, no longer than the sweeper's wait before it re-runs
+    # the job of a dead worker: both checked together at start-up (settings).
+    return timedelta(seconds=settings.WEBHOOKS_TRY_IN_FLIGHT_SECONDS)
 
 
 def notification_delivery_start(*, notification_id: int, attempt_number: int) -> DeliveryAttempt | None:

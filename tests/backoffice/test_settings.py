@@ -48,7 +48,7 @@ def test_migrations_can_be_checked_without_a_secret_key():
     [
         ("JOBS_HEARTBEAT_SECONDS", "often", "JOBS_HEARTBEAT_SECONDS='often' is not valid"),
         ("JOBS_DEFAULT_MAX_ATTEMPTS", "0", "JOBS_DEFAULT_MAX_ATTEMPTS must be greater than zero"),
-        ("JOBS_STALE_AFTER_SECONDS", "5", "must be longer than JOBS_HEARTBEAT_SECONDS"),
+        ("JOBS_STALE_AFTER_SECONDS", "5", "must be longer than JOBS_HEARTBEAT_SECONDS (10.0)"),
         ("DJANGO_DEBUG", "perhaps", "DJANGO_DEBUG='perhaps' is not valid"),
         ("PAYMENTS_REFUND_APPROVAL_THRESHOLD", "eur=500", "'eur' is not an ISO 4217 code"),
         ("PAYMENTS_REFUND_APPROVAL_THRESHOLD", "EUR=5.001", "EUR='5.001' is not an amount in major units"),
@@ -61,3 +61,17 @@ def test_bad_setting_values_fail_clearly(variable, value, message):
     result = manage("check", **{"DJANGO_DEBUG": "true", variable: value})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_settings_that_must_hold_together_are_checked_together_with_every_broken_rule_named():
+    result = manage("check", DJANGO_DEBUG="true", JOBS_STALE_AFTER_SECONDS="20", WEBHOOKS_TRY_IN_FLIGHT_SECONDS="15")
+
+    assert result.returncode != 0
+    assert "Settings that must hold together do not:" in result.stderr
+    assert "JOBS_STALE_AFTER_SECONDS (20.0) must be at least WEBHOOKS_TRY_IN_FLIGHT_SECONDS (15.0)" not in result.stderr
+    assert "WEBHOOKS_TRY_IN_FLIGHT_SECONDS (15.0) must be longer than twice WEBHOOKS_TIMEOUT_SECONDS (10.0" in (
+        result.stderr
+    )
+    result = manage("check", DJANGO_DEBUG="true", JOBS_STALE_AFTER_SECONDS="20")
+    assert "JOBS_STALE_AFTER_SECONDS (20.0) must be at least WEBHOOKS_TRY_IN_FLIGHT_SECONDS (35.0)" in result.stderr
+    assert manage("check", DJANGO_DEBUG="true", JOBS_STALE_AFTER_SECONDS="35").returncode == 0

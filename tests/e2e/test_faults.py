@@ -32,7 +32,13 @@ pytestmark = [
     pytest.mark.needs_postgres,
 ]
 
-HEARTBEAT = {"JOBS_HEARTBEAT_SECONDS": 0.2, "JOBS_STALE_AFTER_SECONDS": 2}
+HEARTBEAT = {
+    "JOBS_HEARTBEAT_SECONDS": 0.2,
+    "JOBS_STALE_AFTER_SECONDS": 2,
+    # The webhook timings the start-up check requires with so short a stale time.
+    "WEBHOOKS_TIMEOUT_SECONDS": 0.5,
+    "WEBHOOKS_TRY_IN_FLIGHT_SECONDS": 1.5,
+}
 WORKER_CLASSES = sorted({"rq.worker.Worker", "rq.worker.SimpleWorker", PROCFILE_WORKER_CLASS})
 
 
