@@ -13,12 +13,15 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
+from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from rq import get_current_job
 
 from backoffice.models import Job, JobStatus
+from backoffice.outages import Outage, database_unreachable
 from backoffice.progress import running_job
 
 logger = logging.getLogger(__name__)
@@ -165,11 +168,66 @@ def _claim(job_id: str) -> Job | None:
     return Job(pk=pk, func=func, kwargs=kwargs, attempts=attempts, max_attempts=max_attempts)
 
 
+# One per worker process: a PostgreSQL outage is logged once, not once per job.
+_database_outage = Outage("PostgreSQL")
+
+
+class DatabaseUnreachable(Exception):
+    pass
+
+
+def _wait_for_database(error: BaseException, doing: str, deadline: float) -> None:
+    """Back off until PostgreSQL answers again; DatabaseUnreachable at the deadline. Raises the
+    error itself at once when PostgreSQL answers (it was something else)."""
+    if not database_unreachable(error):
+        raise error
+    while True:
+        wait = _database_outage.failed(error, doing)
+        if time.monotonic() + wait >= deadline:
+            raise DatabaseUnreachable(str(error))
+        time.sleep(wait)
+        try:
+            connection.close()
+            connection.ensure_connection()
+        except DatabaseError as again:
+            error = again
+            continue
+        _database_outage.ended()
+        return
+
+
+def _patiently(call, doing: str, deadline: float):
+    """call() once PostgreSQL answers: what a worker does during an outage is wait for it."""
+    while True:
+        try:
+            return call()
+        except DatabaseError as error:
+            _wait_for_database(error, doing, deadline)
+
+
+def _deadline() -> float:
+    # Leave RQ's job timeout unspent: a job RQ times out lands in its failed registry.
+    current = get_current_job()
+    timeout = current.timeout if current is not None and current.timeout and current.timeout > 0 else 60
+    return time.monotonic() + max(1.0, timeout - 10)
+
+
 def run_job(job_id: str) -> dict:
     """Claim the Job, run its function, record the outcome. A second delivery of the same
-    Job (requeued by hand, pushed twice) finds it claimed or finished and does nothing."""
+    Job (requeued by hand, pushed twice) finds it claimed or finished and does nothing.
+
+    PostgreSQL unreachable does not fail the RQ job (no noise in RQ's failed registry): the
+    runner waits for it within the RQ job's timeout. Unclaimed by then, the row stays `queued`
+    and the sweeper re-pushes it; claimed, it stays `running` and the sweeper retries it once
+    its heartbeat is stale. A body that failed because PostgreSQL went away is retried at
+    once, without spending an attempt."""
+    deadline = _deadline()
     close_broken_or_expired_db_connections()
-    job = _claim(job_id)
+    try:
+        job = _patiently(lambda: _claim(job_id), f"claiming job {job_id}", deadline)
+    except DatabaseUnreachable:
+        logger.warning("job %s not run: PostgreSQL unreachable; the sweeper pushes it again", job_id)
+        return {"skipped": "database unreachable"}
     if job is None:
         status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
         logger.info("job %s not run: it is %s", job_id, status or "missing")
@@ -186,19 +244,36 @@ def run_job(job_id: str) -> dict:
             "last_error": f"{type(error).__name__}: {error}"[:2000],
             "traceback": tb.format_exc()[-8000:],
         }
-        if job.attempts < job.max_attempts:
+        if isinstance(error, DatabaseError) and database_unreachable(error):
+            # The database blinked, the job did not fail: again as soon as it answers.
+            fields.update(status=JobStatus.RETRYING, run_at=finished, attempts=F("attempts") - 1)
+        elif job.attempts < job.max_attempts:
             fields.update(
                 status=JobStatus.RETRYING,
                 run_at=finished + timedelta(seconds=retry_delay_seconds(job.attempts)),
             )
         else:
             fields.update(status=JobStatus.FAILED)
-        if not mine.update(**fields):
-            logger.warning("job %s outcome dropped: it was taken over while running", job.pk)
+        outcome = _record(job, mine, fields, deadline)
         logger.warning("job %s attempt %s failed: %s", job.pk, job.attempts, fields["last_error"])
-        return {"status": fields["status"].value}
-    if not mine.update(
-        status=JobStatus.SUCCEEDED, finished_at=timezone.now(), result=_json_safe(result), last_error="", traceback=""
-    ):
+        return outcome or {"status": fields["status"].value}
+    fields = {
+        "status": JobStatus.SUCCEEDED,
+        "finished_at": timezone.now(),
+        "result": _json_safe(result),
+        "last_error": "",
+        "traceback": "",
+    }
+    return _record(job, mine, fields, deadline) or {"status": JobStatus.SUCCEEDED.value}
+
+
+def _record(job: Job, mine, fields: dict, deadline: float) -> dict | None:
+    """Write the outcome if the row is still this run's; an answer for RQ if it could not be."""
+    try:
+        written = _patiently(lambda: mine.update(**fields), f"recording the outcome of job {job.pk}", deadline)
+    except DatabaseUnreachable:
+        logger.warning("job %s: outcome not recorded (PostgreSQL unreachable); the sweeper retries it", job.pk)
+        return {"interrupted": "database unreachable"}
+    if not written:
         logger.warning("job %s outcome dropped: it was taken over while running", job.pk)
-    return {"status": JobStatus.SUCCEEDED.value}
+    return None

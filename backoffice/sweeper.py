@@ -14,6 +14,8 @@ held while Redis is called:
 """
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
@@ -28,6 +30,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 
 from backoffice.models import Job, JobStatus
+from backoffice.outages import REDIS_UNREACHABLE, Outage, database_unreachable
 from backoffice.runner import close_broken_or_expired_db_connections
 from backoffice.services import job_push_rollback_unsafe, rq_queue
 
@@ -233,10 +236,41 @@ def _rq_view(rows) -> dict:
     return seen
 
 
-def jobs_sweep_periodic() -> str:
-    """Entry point for the cron scheduler (an RQ job, not run through run_job)."""
-    close_broken_or_expired_db_connections()
-    report = jobs_sweep()
-    if report.pushed or report.repushed or report.recovered or report.failed:
-        logger.info("sweep: %s", report)
-    return str(report)
+class PeriodicSweeper:
+    """The periodic process (`manage.py run_sweeper`): a pass every JOBS_SWEEP_INTERVAL_SECONDS
+    in this process, not as an RQ job, so no backlog on any queue can delay the rescue of the
+    jobs behind it. It rides out PostgreSQL and Redis outages: one log line when one starts,
+    one when it ends, back-off in between. Safe to run twice (see jobs_sweep)."""
+
+    def __init__(self):
+        self.database = Outage("PostgreSQL")
+        self.redis = Outage("Redis")
+
+    def run_forever(self, stop: threading.Event) -> None:
+        logger.info("sweeper: a pass every %s s", settings.JOBS_SWEEP_INTERVAL_SECONDS)
+        while not stop.is_set():
+            stop.wait(self.run_once())
+
+    def run_once(self) -> float:
+        """One pass; the seconds to wait before the next."""
+        began = time.monotonic()
+        interval = settings.JOBS_SWEEP_INTERVAL_SECONDS
+        try:
+            close_broken_or_expired_db_connections()
+            report = jobs_sweep()
+        except Exception as error:
+            if database_unreachable(error):
+                return self.database.failed(error, "sweeping")
+            if isinstance(error, REDIS_UNREACHABLE):
+                return min(interval, self.redis.failed(error, "sweeping"))
+            logger.exception("sweep failed; trying again in %s s", interval)
+            return interval
+        self.database.ended()
+        if report.redis_down:
+            # Redis-free work (dead workers' jobs) goes on at the usual pace meanwhile.
+            self.redis.failed("pushes refused", "sweeping")
+        else:
+            self.redis.ended()
+        if report.pushed or report.repushed or report.recovered or report.failed:
+            logger.info("sweep: %s", report)
+        return max(0.0, interval - (time.monotonic() - began))

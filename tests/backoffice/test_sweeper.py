@@ -15,7 +15,7 @@ from rq.job import JobStatus as RQStatus
 from backoffice import sweeper
 from backoffice.models import Job, JobStatus
 from backoffice.services import QUEUES, job_push_after_commit
-from backoffice.sweeper import jobs_sweep, jobs_sweep_periodic
+from backoffice.sweeper import PeriodicSweeper, jobs_sweep
 from tests.conftest import database_session_pid, end_database_session, run_at_once
 
 FUNC = "tests.backoffice.test_runner.record_call"
@@ -185,15 +185,34 @@ def test_sweep_jobs_command_prints_its_report():
 
 @pytest.mark.needs_postgres
 @pytest.mark.django_db(transaction=True)
-def test_the_periodic_sweep_survives_a_database_restart_between_runs():
-    # The cron's sweep is an RQ job of its own, run by a worker that keeps its connection.
+def test_the_periodic_sweeper_survives_a_database_restart_between_passes(caplog):
+    # The periodic process keeps its connection from pass to pass.
     make_job(JobStatus.PENDING)
     old_session = database_session_pid()
     end_database_session(old_session)
 
-    assert jobs_sweep_periodic().startswith("1 pushed")
+    PeriodicSweeper().run_once()
 
+    assert "sweep: 1 pushed" in caplog.text
     assert database_session_pid() != old_session
+
+
+def test_the_periodic_sweeper_logs_a_redis_outage_once_and_its_end_once(settings, caplog):
+    healthy = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {name: {"URL": "redis://127.0.0.1:9/0"} for name in QUEUES}  # nothing listens there
+    make_job(JobStatus.PENDING)
+    periodic = PeriodicSweeper()
+
+    waits = [periodic.run_once() for _ in range(3)]
+    settings.RQ_QUEUES = healthy
+    periodic.run_once()
+
+    assert all(0 < wait <= settings.JOBS_SWEEP_INTERVAL_SECONDS for wait in waits)
+    outage_lines = [r.getMessage() for r in caplog.records if r.name == "backoffice.outages"]
+    assert len(outage_lines) == 2, outage_lines
+    assert outage_lines[0].startswith("Redis unreachable while sweeping")
+    assert outage_lines[1].startswith("Redis reachable again after")
+    assert "sweep: 1 pushed" in caplog.text
 
 
 @pytest.mark.needs_postgres

@@ -3,7 +3,7 @@ payments of every test token reach the right end state.
 
 The recovery lookups of `unknown` payments are scheduled for later (PAYMENTS_RECOVERY_SCHEDULE_SECONDS
 in the workers' environment), so they are not pushed on commit: the sweeper, run by
-`manage.py rqcron backoffice.cron` as in the Procfile, pushes them once due.
+`manage.py run_sweeper` as in the Procfile, pushes them once due.
 """
 
 import subprocess
@@ -37,7 +37,7 @@ def start_cron():
     def start(**env):
         log = (ROOT / ".run").joinpath(f"test-cron-{len(processes)}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "rqcron", "backoffice.cron"],
+            [sys.executable, str(ROOT / "manage.py"), "run_sweeper"],
             env=worker_environment(**env),
             cwd=ROOT,
             stdout=log,
