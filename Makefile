@@ -5,7 +5,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?= --own-redis
 
-.PHONY: run test lint format bench migrations-check clean
+.PHONY: run test lint format bench chaos migrations-check clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -13,8 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-# Web, worker (with scheduler), cron, the simulated processor (over HTTP, 150 ms +- 50) and,
-# with no REDIS_URL, the embedded Redis. Ctrl-C stops all.
+# Web, worker (with scheduler), sweeper, the simulated processor (over HTTP, 150 ms +- 50) and,
+# with no REDIS_URL, the embedded Redis; the Django processes run under `manage.py supervise`,
+# which starts one again whenever it exits (honcho alone would stop them all). Ctrl-C stops all.
 run: $(VENV)/.installed
 	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-true} PAYDESK_PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
 		PAYMENTS_GATEWAY=$${PAYMENTS_GATEWAY:-payments.gateways.http.HttpGateway} \
@@ -22,7 +23,7 @@ run: $(VENV)/.installed
 	$(PY) manage.py migrate --no-input -v 0 && \
 	$(PY) manage.py seed_demo --once && \
 	echo "Paydesk admin: http://127.0.0.1:$(PORT)/admin/   (database: $${DATABASE_URL:-SQLite db.sqlite3}, redis: $${REDIS_URL:-embedded})" && \
-	if [ -n "$$REDIS_URL" ]; then exec $(VENV)/bin/honcho -f Procfile start web worker cron processor; \
+	if [ -n "$$REDIS_URL" ]; then exec $(VENV)/bin/honcho -f Procfile start web worker sweeper processor; \
 	else exec $(VENV)/bin/honcho -f Procfile start; fi
 
 # Uses DATABASE_URL / REDIS_URL, else the local PostgreSQL and Redis on 127.0.0.1 when they
@@ -49,6 +50,12 @@ bench: $(VENV)/.installed
 	if [ -z "$$REDIS_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then \
 		export REDIS_URL=redis://127.0.0.1:6379/0; fi; \
 	DJANGO_DEBUG=true $(PY) bench/jobs_throughput.py $(BENCH_ARGS)
+
+# Fault scenarios against real workers and sweeper, with a PostgreSQL cluster and a redis-server
+# of their own (never the shared ones): see tests/chaos/run.py. CHAOS_ARGS="--short" is CI's subset.
+CHAOS_ARGS ?=
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
 
 migrations-check: $(VENV)/.installed
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run
