@@ -87,6 +87,7 @@ class _Heartbeats:
         self._reset()
 
     def _reset(self) -> None:
+        self.outage = Outage("PostgreSQL")  # logged once per outage, not once per beat
         self.lock = threading.Lock()
         self.running: dict = {}  # job id -> (attempt, monotonic time of its last beat)
         self.wake = threading.Event()
@@ -122,9 +123,14 @@ class _Heartbeats:
                     # The database's clock, like the sweeper's staleness check: workers and the
                     # sweeper may run on machines whose clocks disagree.
                     Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, attempts=attempt).update(heartbeat_at=Now())
-                except Exception:  # one missed beat (a database blip) must not silence the rest
+                except DatabaseError as error:  # a missed beat (a database blip) must not silence the rest
+                    self.outage.failed(error, f"stamping the heartbeat of job {job_id}")
+                    connection.close()
+                except Exception:
                     logger.exception("heartbeat of job %s failed; trying again next beat", job_id)
                     connection.close()
+                else:
+                    self.outage.ended()
             if idle:
                 connection.close()
 
