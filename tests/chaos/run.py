@@ -109,9 +109,16 @@ class Chaos:
         call_command("migrate", verbosity=0)
         self.merchant = Merchant.objects.create(name="Chaos", slug="chaos", contact_email="ops@chaos.example")
         webhook_endpoint_create(merchant=self.merchant, url=f"http://127.0.0.1:{self.receiver.server_port}/hooks")
-        for _ in range(2):
-            self.fleet.start_worker()
-        self.fleet.start_sweeper()
+        self.standard_fleet()
+
+    def standard_fleet(self) -> None:
+        """Two workers and the sweeper under `manage.py supervise`, as `make run` starts them:
+        each scenario begins with these (a scenario may have replaced them with bare ones)."""
+        if any(not process.supervised for process in self.fleet.processes) or not self.fleet.processes:
+            self.fleet.stop_all()
+            for _ in range(2):
+                self.fleet.start_worker()
+            self.fleet.start_sweeper()
         self.wait_for_workers(self.fleet.workers())
 
     def wait_for_workers(self, processes, timeout: float = 180) -> None:
@@ -385,6 +392,7 @@ def main(argv=None) -> int:
                     name = scenario.__name__
                     print(f"[{round_number}] {name} ...", flush=True)
                     try:
+                        chaos.standard_fleet()
                         fault_ended = scenario(chaos, size)
                         recovered_in = chaos.recover(fault_ended)
                         problems = chaos.audit()
