@@ -7,9 +7,8 @@ from datetime import timedelta
 from functools import wraps
 
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import admin as auth_admin
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.urls import NoReverseMatch, reverse
@@ -24,7 +23,6 @@ from backoffice.admin_base import PaydeskModelAdmin
 from backoffice.models import AuditEntry, Job
 from backoffice.progress import progress_rate
 from backoffice.services import audit_record, job_cancel, job_requeue
-from backoffice.throttle import ThrottledLoginMixin
 
 # --- links shared with the other apps' admin pages ----------------------------------------
 
@@ -331,8 +329,11 @@ class AuditEntryAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
 
 # --- django-rq's dashboard -----------------------------------------------------------------
 
-# django-rq's token-authenticated, read-only statistics endpoints keep their own checks.
+# django-rq's statistics endpoints (queue counts, the Redis host, port and db) answer a bearer
+# token of their own as well as a staff session: the token stays, the session must be allowed.
 RQ_API_URL_NAMES = {"django_rq_home_json", "django_rq_metrics"}
+# Views that only show what a bulk action will do: the action itself is audited, not these.
+RQ_CONFIRMATION_VIEWS = {"confirm_action"}
 
 
 class RQDashboardAdmin(PaydeskModelAdmin, QueueAdmin):
@@ -352,9 +353,22 @@ class RQDashboardAdmin(PaydeskModelAdmin, QueueAdmin):
     def get_urls(self):
         urls = super().get_urls()
         for pattern in urls:
-            if pattern.name not in RQ_API_URL_NAMES:
+            if pattern.name in RQ_API_URL_NAMES:
+                pattern.callback = self._token_or_permitted_session(pattern.callback)
+            else:
                 pattern.callback = self._refuse_staff_without_permission(pattern.callback)
         return urls
+
+    @staticmethod
+    def _token_or_permitted_session(view):
+        @wraps(view)
+        def guarded(request, *args, **kwargs):
+            if not may_use_rq_dashboard(request.user):
+                # Seen as anonymous, so only django-rq's own API token lets the request through.
+                request.user = AnonymousUser()
+            return view(request, *args, **kwargs)
+
+        return guarded
 
     @staticmethod
     def _refuse_staff_without_permission(view):
@@ -364,14 +378,19 @@ class RQDashboardAdmin(PaydeskModelAdmin, QueueAdmin):
             if request.user.is_active and request.user.is_staff and not may_use_rq_dashboard(request.user):
                 raise PermissionDenied
             response = view(request, *args, **kwargs)
-            if request.method == "POST" and request.user.is_authenticated and response.status_code < 400:
+            if request.method == "POST" and view.__name__ not in RQ_CONFIRMATION_VIEWS and response.status_code < 400:
                 # Emptying a queue or deleting an RQ job moves work behind the ledger's back:
-                # it goes in the audit trail like our own job actions.
+                # it goes in the audit trail like our own job actions, naming the jobs.
                 audit_record(
                     actor=request.user,
                     action=f"rq_dashboard_{getattr(view, '__name__', 'action')}",
                     target=None,
-                    details={"path": request.path, "action": request.POST.get("action", "")},
+                    details={
+                        "path": request.path,
+                        "action": request.POST.get("action", ""),
+                        "job_ids": request.POST.getlist("job_ids")
+                        or ([kwargs["job_id"]] if "job_id" in kwargs else []),
+                    },
                 )
             return response
 
@@ -381,16 +400,6 @@ class RQDashboardAdmin(PaydeskModelAdmin, QueueAdmin):
 if admin.site.is_registered(Dashboard):
     admin.site.unregister(Dashboard)
 admin.site.register(Dashboard, RQDashboardAdmin)
-
-
-class ThrottledAdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
-    """The staff log-in, behind the same throttle as the merchant portal's (its own counters)."""
-
-    throttle_scope = "staff"
-    error_messages = {
-        **AdminAuthenticationForm.error_messages,
-        "throttled": "Too many failed log-ins. Try again in 15 minutes.",
-    }
 
 
 # --- Django's own models: the same lookup rules as ours --------------------------------------
@@ -410,7 +419,6 @@ for _model, _model_admin in ((User, UserAdmin), (Group, GroupAdmin)):
     admin.site.register(_model, _model_admin)
 
 
-admin.site.login_form = ThrottledAdminLoginForm
 admin.site.site_header = "Paydesk back office"
 admin.site.site_title = "Paydesk"
 admin.site.site_url = None  # staff have no public site to go back to

@@ -374,19 +374,39 @@ def test_a_confirmation_posted_without_its_csrf_token_is_refused(admin_user):
     assert not AuditEntry.objects.exists()
 
 
-def test_the_admin_login_is_throttled_after_repeated_failures(db):
-    from backoffice.throttle import FAILURES_PER_USERNAME_AND_ADDRESS
+def test_a_bulk_delete_in_the_django_rq_dashboard_names_the_jobs_in_the_audit_trail(operator, operator_client):
+    queue = django_rq.get_queue("default")
+    jobs = [queue.enqueue("os.getcwd") for _ in range(2)]
+    queue_index = get_queues_map()["default"]
+    job_ids = [job.id for job in jobs]
 
-    staff = UserFactory(username="sam-staff", roles=["Viewers"])
-    client = Client()
-    for _ in range(FAILURES_PER_USERNAME_AND_ADDRESS):
-        client.post("/admin/login/", {"username": "sam-staff", "password": "wrong"})
-    # Over the limit the right password is not even checked.
-    refused = client.post("/admin/login/", {"username": "sam-staff", "password": "correct horse battery staple"})
-    assert "Too many failed log-ins" in refused.content.decode()
-    assert "_auth_user_id" not in client.session
-    # The merchant portal counts separately: the staff throttle does not lock merchants out.
-    from backoffice.throttle import login_blocked
+    confirm = operator_client.post(
+        reverse("admin:django_rq_confirm_action", args=[queue_index]), {"action": "delete", "_selected_action": job_ids}
+    )
+    operator_client.post(
+        reverse("admin:django_rq_actions", args=[queue_index]), {"action": "delete", "job_ids": job_ids}
+    )
 
-    assert not login_blocked("sam-staff", "127.0.0.1", "merchant")
-    assert staff.is_active
+    assert confirm.status_code == 200 and queue.count == 0
+    entry = AuditEntry.objects.get(action__startswith="rq_dashboard_")
+    assert entry.actor == operator and entry.details["action"] == "delete"
+    assert sorted(entry.details["job_ids"]) == sorted(job_ids)
+
+
+@pytest.mark.parametrize("name", ["admin:django_rq_home_json", "admin:django_rq_metrics"])
+def test_django_rq_statistics_answer_only_staff_who_may_use_the_dashboard(viewer_client, operator_client, name):
+    refused = viewer_client.get(reverse(name))
+
+    assert refused.status_code in (401, 403)
+    assert b"redis" not in refused.content.lower() and b"6393" not in refused.content
+    assert operator_client.get(reverse(name)).status_code == 200
+
+
+def test_django_rq_statistics_still_answer_the_api_token(client, settings):
+    settings.RQ_API_TOKEN = "monitoring-token-0123456789"
+
+    assert client.get(reverse("admin:django_rq_home_json")).status_code == 401
+    answered = client.get(
+        reverse("admin:django_rq_home_json"), headers={"Authorization": f"Bearer {settings.RQ_API_TOKEN}"}
+    )
+    assert answered.status_code == 200 and "queues" in answered.json()
