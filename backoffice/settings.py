@@ -7,6 +7,7 @@ or by the test suite). Production sets both and passes `check --deploy`.
 
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -60,6 +61,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "axes",
+    "csp",
     "backoffice",
     "payments",
     "notifications",
@@ -73,8 +76,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "backoffice.sessions.SessionLimitsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out log-in into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "backoffice.urls"
@@ -176,6 +183,23 @@ PAYMENTS_REFUND_APPROVAL_THRESHOLD = env.dict(
     },
 )  # fmt: skip
 
+# Log-in throttling (django-axes): failures are counted in the database, per username and per
+# client address separately, so neither many addresses against one account nor many accounts
+# from one address get through; a success resets the count. No Redis involved.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "lockout.html"
+AXES_USERNAME_FORM_FIELD = "username"
+# The client address (backoffice/client_address.py). With no proxy in front, REMOTE_ADDR. Behind
+# a TLS proxy (or several) set PAYDESK_TRUSTED_PROXY_COUNT to how many of our proxies append to
+# X-Forwarded-For; optionally PAYDESK_TRUSTED_PROXY_IPS to the proxies' addresses or networks.
+TRUSTED_PROXY_COUNT = env.int("PAYDESK_TRUSTED_PROXY_COUNT", default=0)
+TRUSTED_PROXY_IPS = env.list("PAYDESK_TRUSTED_PROXY_IPS", default=[])
+AXES_CLIENT_IP_CALLABLE = "backoffice.client_address.client_address"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -200,6 +224,31 @@ vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Paydesk <paydesk@localhost>")
 
 SESSION_COOKIE_HTTPONLY = True
+# Sessions: staff at most 12 h in all and 30 min idle; merchants 24 h and 2 h idle
+# (backoffice/sessions.py). The cookie never outlives the longest of them.
+SESSION_STAFF_MAX_SECONDS = env.int("SESSION_STAFF_MAX_SECONDS", default=12 * 3600)
+SESSION_STAFF_IDLE_SECONDS = env.int("SESSION_STAFF_IDLE_SECONDS", default=30 * 60)
+SESSION_MERCHANT_MAX_SECONDS = env.int("SESSION_MERCHANT_MAX_SECONDS", default=24 * 3600)
+SESSION_MERCHANT_IDLE_SECONDS = env.int("SESSION_MERCHANT_IDLE_SECONDS", default=2 * 3600)
+SESSION_COOKIE_AGE = max(SESSION_STAFF_MAX_SECONDS, SESSION_MERCHANT_MAX_SECONDS)
+
+# Content-Security-Policy (django-csp 4): scripts, styles, fonts and images only from our own
+# origin (WhiteNoise serves them), nothing inline, no framing, forms post only to us.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 if not DEBUG:
@@ -238,6 +287,10 @@ WEBHOOKS_TRY_IN_FLIGHT_SECONDS = env.float("WEBHOOKS_TRY_IN_FLIGHT_SECONDS", def
 WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS = env.int("WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS", default=86400)
 
 for _name in (
+    "SESSION_STAFF_MAX_SECONDS",
+    "SESSION_STAFF_IDLE_SECONDS",
+    "SESSION_MERCHANT_MAX_SECONDS",
+    "SESSION_MERCHANT_IDLE_SECONDS",
     "JOBS_HEARTBEAT_SECONDS",
     "JOBS_STALE_AFTER_SECONDS",
     "JOBS_SWEEP_INTERVAL_SECONDS",

@@ -12,7 +12,6 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
-from backoffice.throttle import ThrottledLoginMixin
 from payments.admin_forms import PaymentAddForm
 from payments.gateways.simulated import TOKENS
 from payments.models import Payment
@@ -50,8 +49,8 @@ def minor_to_major_text(amount_minor: int, currency: str) -> str:
 # --- logging in -----------------------------------------------------------------------------
 
 
-class MerchantLoginForm(ThrottledLoginMixin, AuthenticationForm):
-    """Django's log-in form, for merchant accounts only, behind the login throttle."""
+class MerchantLoginForm(AuthenticationForm):
+    """Django's log-in form, for merchant accounts only (django-axes counts its failures)."""
 
     error_messages = {
         **AuthenticationForm.error_messages,
@@ -59,7 +58,6 @@ class MerchantLoginForm(ThrottledLoginMixin, AuthenticationForm):
         # not tell a guesser that a staff password was right (Django's admin log-in does the same).
         "invalid_login": "Please enter a correct username and password for a merchant account. "
         "Note that both fields may be case-sensitive.",
-        "throttled": "Too many failed log-ins. Try again in 15 minutes, or reset your password.",
     }
 
     def confirm_login_allowed(self, user):

@@ -10,7 +10,6 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.forms.forms import NON_FIELD_ERRORS
 from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -61,12 +60,6 @@ class MerchantLoginView(auth_views.LoginView):
     template_name = "merchant/login.html"
     redirect_authenticated_user = False  # a staff session without a membership must see the form, not a loop
     next_page = reverse_lazy("merchant:dashboard")
-
-    def form_invalid(self, form):
-        response = super().form_invalid(form)
-        if form.has_error(NON_FIELD_ERRORS, "throttled"):
-            response.status_code = 429
-        return response
 
 
 class MerchantLogoutView(auth_views.LogoutView):

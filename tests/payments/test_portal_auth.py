@@ -4,7 +4,6 @@ import pytest
 from django.core import mail
 from django.test import Client
 
-from backoffice import throttle
 from payments.models import Membership
 from tests.factories import MerchantFactory, UserFactory
 from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
@@ -98,37 +97,6 @@ def test_logout_needs_a_post(owner_client):
     response = owner_client.post(url("logout"))
     assert response.status_code == 302 and response["Location"] == url("login")
     assert owner_client.get(url("dashboard")).status_code == 302
-
-
-def test_login_is_throttled_after_repeated_failures(owner):
-    client = Client()
-    for _ in range(throttle.FAILURES_PER_USERNAME_AND_ADDRESS):
-        assert log_in(client, "olga-owner", "guess").status_code == 200
-    # Now even the right password is refused, without being checked.
-    response = log_in(client, "olga-owner")
-    assert response.status_code == 429 and b"Too many failed log-ins" in response.content
-    assert "_auth_user_id" not in client.session
-    # Another address is not blocked for this username.
-    assert log_in(Client(), "olga-owner", REMOTE_ADDR="10.9.8.7").status_code == 302
-
-
-def test_throttle_counts_usernames_case_insensitively_and_a_success_resets_it(owner):
-    client = Client()
-    for _ in range(throttle.FAILURES_PER_USERNAME_AND_ADDRESS - 1):
-        log_in(client, "OLGA-owner", "guess")
-    assert log_in(client, "olga-owner").status_code == 302
-    client.logout()
-    for _ in range(throttle.FAILURES_PER_USERNAME_AND_ADDRESS - 1):
-        log_in(client, "olga-owner", "guess")
-    assert log_in(client, "olga-owner").status_code == 302
-
-
-def test_many_usernames_from_one_address_are_throttled(owner, monkeypatch):
-    monkeypatch.setattr(throttle, "FAILURES_PER_ADDRESS", 3)
-    client = Client()
-    for name in ("a", "b", "c"):
-        log_in(client, name, "guess")
-    assert log_in(client, "olga-owner").status_code == 429
 
 
 def test_password_reset_mails_a_link_that_sets_a_new_password(owner):
