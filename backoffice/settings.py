@@ -283,6 +283,9 @@ WEBHOOKS_RETRY_SCHEDULE_SECONDS = env.list(
 # retries the job of a dead worker (JOBS_STALE_AFTER_SECONDS), or the retry finds the dead
 # try "in flight" and spends its attempts on it.
 WEBHOOKS_TRY_IN_FLIGHT_SECONDS = env.float("WEBHOOKS_TRY_IN_FLIGHT_SECONDS", default=2 * WEBHOOKS_TIMEOUT_SECONDS + 15)
+# Limits: endpoints per merchant, and test sends per endpoint in any hour.
+WEBHOOKS_MAX_ENDPOINTS_PER_MERCHANT = env.int("WEBHOOKS_MAX_ENDPOINTS_PER_MERCHANT", default=10)
+WEBHOOKS_TEST_SENDS_PER_HOUR = env.int("WEBHOOKS_TEST_SENDS_PER_HOUR", default=10)
 # After a secret rotation the previous secret also signs for this long.
 WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS = env.int("WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS", default=86400)
 

@@ -30,6 +30,13 @@ def webhook_endpoint_create(
     endpoint = WebhookEndpoint(merchant=merchant, url=url, event_types=list(event_types or []), description=description)
     endpoint.full_clean()
     with transaction.atomic():
+        # The merchant's row lock makes the count and the insert one step for concurrent adds.
+        Merchant.objects.select_for_update().filter(pk=merchant.pk).first()
+        limit = settings.WEBHOOKS_MAX_ENDPOINTS_PER_MERCHANT
+        if WebhookEndpoint.objects.filter(merchant=merchant).count() >= limit:
+            raise NotificationError(
+                f"a merchant has at most {limit} webhook endpoints; delete or reuse one", code="too_many_endpoints"
+            )
         endpoint.save()
         audit_record(
             actor=actor,
@@ -200,11 +207,20 @@ def webhook_endpoint_disable_locked(
 
 def webhook_test_send(*, endpoint: WebhookEndpoint, actor: Actor) -> Notification:
     """Queue a signed `webhook.test` to an enabled endpoint (delivered, logged and retried
-    like any other webhook)."""
+    like any other webhook), at most WEBHOOKS_TEST_SENDS_PER_HOUR per endpoint (row lock)."""
     with transaction.atomic():
-        endpoint = WebhookEndpoint.objects.select_related("merchant").get(pk=endpoint.pk)
+        locked = WebhookEndpoint.objects.select_for_update(of=("self",)).select_related("merchant")
+        endpoint = locked.get(pk=endpoint.pk)
         if not endpoint.enabled:
             raise NotificationError("the endpoint is disabled; re-enable it first", code="endpoint_disabled")
+        limit = settings.WEBHOOKS_TEST_SENDS_PER_HOUR
+        recent = Notification.objects.filter(
+            endpoint=endpoint, event_type=EventType.WEBHOOK_TEST, created_at__gte=timezone.now() - timedelta(hours=1)
+        )
+        if recent.count() >= limit:
+            raise NotificationError(
+                f"at most {limit} test webhooks an hour per endpoint; try again later", code="too_many_test_sends"
+            )
         event_id, now = new_event_id(), timezone.now()
         body = event_body(
             event_id=event_id,
