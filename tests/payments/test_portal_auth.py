@@ -82,7 +82,8 @@ def test_staff_account_is_not_a_merchant_account(db):
     assert response.status_code == 200 and "_auth_user_id" not in response.client.session
     # Logged in through the admin, the same account still sees no merchant data.
     client = Client()
-    client.login(username="sam-staff", password=PASSWORD)
+    client.post("/admin/login/", {"username": "sam-staff", "password": PASSWORD})
+    assert "_auth_user_id" in client.session
     response = client.get(url("dashboard"))
     assert response.status_code == 403 and b"no merchant access" in response.content
 
