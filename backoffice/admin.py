@@ -6,6 +6,8 @@ import json
 from datetime import timedelta
 from functools import wraps
 
+from axes import admin as axes_admin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth.models import AnonymousUser, Group, User
@@ -402,7 +404,7 @@ if admin.site.is_registered(Dashboard):
 admin.site.register(Dashboard, RQDashboardAdmin)
 
 
-# --- Django's own models: the same lookup rules as ours --------------------------------------
+# --- Django's and django-axes's models: the same lookup rules as ours --------------------------------------
 
 
 class UserAdmin(PaydeskModelAdmin, auth_admin.UserAdmin):
@@ -413,7 +415,26 @@ class GroupAdmin(PaydeskModelAdmin, auth_admin.GroupAdmin):
     pass
 
 
-for _model, _model_admin in ((User, UserAdmin), (Group, GroupAdmin)):
+# django-axes's pages (lockouts and log-in attempts: unlock someone by deleting their attempt).
+class AccessAttemptAdmin(PaydeskModelAdmin, axes_admin.AccessAttemptAdmin):
+    pass
+
+
+class AccessLogAdmin(PaydeskModelAdmin, axes_admin.AccessLogAdmin):
+    pass
+
+
+class AccessFailureLogAdmin(PaydeskModelAdmin, axes_admin.AccessFailureLogAdmin):
+    pass
+
+
+for _model, _model_admin in (
+    (User, UserAdmin),
+    (Group, GroupAdmin),
+    (AccessAttempt, AccessAttemptAdmin),
+    (AccessLog, AccessLogAdmin),
+    (AccessFailureLog, AccessFailureLogAdmin),
+):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
     admin.site.register(_model, _model_admin)
