@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -203,11 +203,19 @@ def _wait_for_database(error: BaseException, doing: str, deadline: float) -> Non
 
 
 def _patiently(call, doing: str, deadline: float):
-    """call() once PostgreSQL answers: what a worker does during an outage is wait for it."""
+    """call() once PostgreSQL answers: what a worker does during an outage is wait for it.
+    A connection that broke while PostgreSQL restarted is replaced and the call made again
+    once (every call here is a conditional update, safe to repeat)."""
+    retried_on_a_new_connection = False
     while True:
         try:
             return call()
-        except DatabaseError as error:
+        except (InterfaceError, OperationalError) as error:
+            if not database_unreachable(error):  # it answers again: the connection was stale
+                if retried_on_a_new_connection:
+                    raise
+                retried_on_a_new_connection = True
+                continue
             _wait_for_database(error, doing, deadline)
 
 
