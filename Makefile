@@ -4,8 +4,9 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?= --own-redis
+VOLUME_ARGS ?= --own-redis
 
-.PHONY: run test lint format bench chaos migrations-check clean
+.PHONY: run test lint format bench bench-volume chaos migrations-check clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -56,6 +57,15 @@ bench: $(VENV)/.installed
 CHAOS_ARGS ?=
 chaos: $(VENV)/.installed
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
+# Payments/s through the processor service over HTTP, batched against one payment per job
+# (docs/benchmarks.md, "Volume").
+bench-volume: $(VENV)/.installed
+	@if [ -z "$$DATABASE_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		export DATABASE_URL=postgres://postgres@127.0.0.1:5432/paydesk; fi; \
+	if [ -z "$$REDIS_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then \
+		export REDIS_URL=redis://127.0.0.1:6379/0; fi; \
+	$(PY) bench/volume.py $(VOLUME_ARGS)
 
 migrations-check: $(VENV)/.installed
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run

@@ -247,6 +247,10 @@ def run_job(job_id: str) -> dict:
         logger.info("job %s not run: it is %s", job_id, status or "missing")
         return {"skipped": status or "missing"}
 
+    if settings.JOBS_BATCH_ENABLED and job.func in settings.JOBS_BATCH_HANDLERS:
+        from backoffice.batch import run_batch  # it builds on this module
+
+        return run_batch(job)
     mine = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
     try:
         with _heartbeats.beating(job.pk, job.attempts), running_job(job.pk):

@@ -156,6 +156,14 @@ JOBS_PROGRESS_LISTED_DONE = env.int("JOBS_PROGRESS_LISTED_DONE", default=100)
 # one background job, BULK_ACTION_CHUNK_SIZE objects per transaction.
 ADMIN_BULK_JOB_THRESHOLD = env.int("ADMIN_BULK_JOB_THRESHOLD", default=50)
 BULK_ACTION_CHUNK_SIZE = env.int("BULK_ACTION_CHUNK_SIZE", default=500)
+# Jobs of these functions run many at a time in one worker (backoffice.batch): a worker that
+# runs one claims other due Jobs of the function beside it, for at most JOBS_BATCH_MAX_SECONDS
+# (then the worker's other queues get their turn); answers gather for up to a tick before
+# each batch of database work. JOBS_BATCH_ENABLED=false runs them one Job per RQ job.
+JOBS_BATCH_ENABLED = env.bool("JOBS_BATCH_ENABLED", default=True)
+JOBS_BATCH_HANDLERS = {"payments.jobs.process_payment": "payments.batch.PaymentBatch"}
+JOBS_BATCH_MAX_SECONDS = env.float("JOBS_BATCH_MAX_SECONDS", default=10.0)
+JOBS_BATCH_TICK_SECONDS = env.float("JOBS_BATCH_TICK_SECONDS", default=0.02)
 
 PAYMENTS_GATEWAY = env.str("PAYMENTS_GATEWAY", default="payments.gateways.simulated.SimulatedGateway")
 PAYMENTS_GATEWAY_LATENCY_MS = env.int("PAYMENTS_GATEWAY_LATENCY_MS", default=0)
@@ -166,6 +174,8 @@ PAYMENTS_PROCESSOR_CONNECT_TIMEOUT_SECONDS = env.float("PAYMENTS_PROCESSOR_CONNE
 PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS = env.float("PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS", default=10.0)
 # Connections one worker process keeps open to the processor (its calls in flight at most).
 PAYMENTS_PROCESSOR_MAX_CONNECTIONS = env.int("PAYMENTS_PROCESSOR_MAX_CONNECTIONS", default=100)
+# Payments one worker process keeps in flight at the processor (payments.batch).
+PAYMENTS_BATCH_IN_FLIGHT = env.int("PAYMENTS_BATCH_IN_FLIGHT", default=100)
 # Delays before each lookup of a payment whose outcome is unknown; after the last one
 # the payment is flagged for review.
 PAYMENTS_RECOVERY_SCHEDULE_SECONDS = env.list(
@@ -315,6 +325,10 @@ for _name in (
     "REDIS_PUSH_TIMEOUT_SECONDS",
     "WEBHOOKS_TIMEOUT_SECONDS",
     "BULK_ACTION_CHUNK_SIZE",
+    "JOBS_BATCH_MAX_SECONDS",
+    "JOBS_BATCH_TICK_SECONDS",
+    "PAYMENTS_BATCH_IN_FLIGHT",
+    "PAYMENTS_PROCESSOR_MAX_CONNECTIONS",
 ):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")

@@ -33,7 +33,7 @@ def _not(payment: Payment, expected: str) -> ObjectOutcome:
     )
 
 
-def _transition_many(payments: list[Payment], name: str, *, actor, reason: str) -> None:
+def _transition_many(payments: list[Payment], name: str, *, actor, reason: str, actor_label: str = "") -> None:
     """Move payments that all stand in one of the transition's sources to its target: one
     UPDATE (guarded by the sources, like the FSM transition), one INSERT of events, then the
     signal per payment."""
@@ -52,7 +52,11 @@ def _transition_many(payments: list[Payment], name: str, *, actor, reason: str) 
         # The field is protected against assignment; this mirrors the row just updated.
         payment.__dict__["status"] = target
         payment.updated_at = now
-    same = {"to_status": target, "actor_id": getattr(user, "pk", None), "actor_label": "" if user else "system"}
+    same = {
+        "to_status": target,
+        "actor_id": getattr(user, "pk", None),
+        "actor_label": actor_label or ("" if user else "system"),
+    }
     same.update(reason=reason, created_at=now)
     event_ids = insert_rows(
         PaymentEvent,

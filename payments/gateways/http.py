@@ -11,6 +11,7 @@ Anything but a clear answer is `unknown`: a connect or read timeout, a refused c
 retries under a new key; it looks the key up, or retries under the same key.
 """
 
+import os
 import threading
 import time
 from urllib.parse import quote
@@ -146,6 +147,10 @@ class HttpGateway:
     def lookup(self, idempotency_key: str) -> LookupResult:
         return LookupResult(**self._call("GET", lookup_path(idempotency_key), lookup=True))
 
+    def submit_charge(self, request: ChargeRequest):
+        """Many charges in flight: a concurrent.futures.Future of the ChargeResult (payments.batch)."""
+        return submit_charge_http(request)
+
 
 class AsyncProcessorClient:
     """Many calls in flight from one process: one aiohttp session, a bounded connection pool.
@@ -197,3 +202,67 @@ class AsyncProcessorClient:
         started = time.monotonic()
         fields = await self._call("POST", "/v1/charges", key=request.idempotency_key, body=_charge_body(request))
         return ChargeResult(**fields, latency_ms=_ms_since(started))
+
+
+class _CallLoop:
+    """One event loop thread per process that runs the calls in flight, with one
+    AsyncProcessorClient (one connection pool) reused for as long as the settings it was
+    built from hold. Callers in other threads get concurrent.futures.Future objects, so the
+    database work stays in the caller's (synchronous, Django) thread."""
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self) -> None:
+        self.lock = threading.Lock()
+        self.loop = None
+        self.thread = None
+        self.client = None
+        self.client_settings = None
+
+    def _client_settings(self) -> tuple:
+        return (
+            settings.PAYMENTS_PROCESSOR_MAX_CONNECTIONS,
+            settings.PAYMENTS_PROCESSOR_CONNECT_TIMEOUT_SECONDS,
+            settings.PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS,
+        )
+
+    def _ensure_loop(self):
+        import asyncio
+
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.loop = asyncio.new_event_loop()
+                self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="processor-calls")
+                self.thread.start()
+                self.client = self.client_settings = None
+            return self.loop
+
+    async def _client(self, wanted: tuple) -> AsyncProcessorClient:
+        # Runs in the loop's thread only: no lock needed around the swap.
+        if self.client is None or self.client_settings != wanted:
+            if self.client is not None:
+                await self.client.__aexit__(None, None, None)
+            self.client = await AsyncProcessorClient(max_connections=wanted[0]).__aenter__()
+            self.client_settings = wanted
+        return self.client
+
+    def submit_charge(self, request: ChargeRequest):
+        import asyncio
+
+        wanted = self._client_settings()
+
+        async def charge() -> ChargeResult:
+            return await (await self._client(wanted)).charge(request)
+
+        return asyncio.run_coroutine_threadsafe(charge(), self._ensure_loop())
+
+
+_call_loop = _CallLoop()
+# A forked child has no copy of the loop's thread; it starts its own.
+os.register_at_fork(after_in_child=_call_loop._reset)
+
+
+def submit_charge_http(request: ChargeRequest):
+    """Start a charge on the process's call loop; a concurrent.futures.Future of its ChargeResult."""
+    return _call_loop.submit_charge(request)

@@ -180,6 +180,39 @@ def test_a_worker_killed_right_after_taking_a_job_loses_nothing(make_payment, st
     assert_charged_once_with_one_history(payment)
 
 
+def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_charges_each_payment_once(
+    make_payment, start_worker, start_processor, short_heartbeat
+):
+    start_processor(PROCESSOR_LATENCY_MS=3000, read_timeout=10)
+    payments = [make_payment(amount_minor=1000 + n) for n in range(12)]
+    doomed = start_worker("payments", **HEARTBEAT)
+
+    def some_charged_all_running():
+        jobs = [processing_job(payment) for payment in payments]
+        charged = sum(charges_of(payment) for payment in payments)
+        return all(job.status == JobStatus.RUNNING for job in jobs) and 0 < charged
+
+    # One worker took them all in one batch; the processor has recorded charges half-way.
+    wait_until(some_charged_all_running, timeout=60, interval=0.05, message="a batch in flight")
+    doomed.kill()
+
+    assert all(Payment.objects.get(pk=p.pk).status == PaymentStatus.PROCESSING for p in payments)
+    assert {processing_job(p).worker_name for p in payments} == {processing_job(payments[0]).worker_name}
+    start_worker("payments", **HEARTBEAT)
+    report = sweep_until(
+        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.SUCCEEDED for p in payments),
+        timeout=120,
+        message="the sweeper to retry every job of the dead batch",
+    )
+
+    assert report.recovered == len(payments) and report.failed == 0
+    for payment in payments:
+        job = processing_job(payment)
+        assert (job.status, job.attempts, job.result) == (JobStatus.SUCCEEDED, 2, {"status": "succeeded"})
+        assert_charged_once_with_one_history(payment)
+        assert event_trail(payment) == ["pending", "processing", "succeeded"]
+
+
 # --- Redis loses its queues -------------------------------------------------------------------
 
 
