@@ -144,6 +144,33 @@ def end_to_end(*, label: str, n: int, batched: bool, processor: ProcessorProcess
     }
 
 
+def drain(*, label: str, n: int, batched: bool, processor: ProcessorProcess, log_path: Path) -> dict:
+    """N payments created first, then a worker started: payments/s from the first Job's
+    start to the last Job's end (the worker's capacity, without the producer beside it)."""
+    from django.db.models import Max, Min
+
+    from backoffice.models import Job
+
+    batch = harness.Batch.start(label)
+    try:
+        for index in range(n):
+            create(batch, index)
+        worker = Worker(batched=batched, processor=processor, log_path=log_path)
+        try:
+            wait_all_succeeded(batch, n, worker, timeout=120 + n)
+            cpu = worker.cpu()
+        finally:
+            worker.stop()
+        ids = [str(pk) for pk in batch.payments().values_list("pk", flat=True)]
+        span = Job.objects.filter(func="payments.jobs.process_payment", object_id__in=ids).aggregate(
+            first=Min("started_at"), last=Max("finished_at")
+        )
+    finally:
+        batch.delete()
+    seconds = (span["last"] - span["first"]).total_seconds()
+    return {"rate": n / seconds, "worker_cpu_ms": 1000 * cpu / n}
+
+
 def steady(*, rate: float, seconds: float, processor: ProcessorProcess, log_path: Path) -> dict:
     from django.db.models import F, Max
 
@@ -231,6 +258,11 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     parser.add_argument("--own-redis", action="store_true")
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="measure drains (payments created first, then the worker) instead of end to end, and stop there",
+    )
     args = parser.parse_args()
     database_url = args.database_url or harness.bench_database_url(os.environ.get("DATABASE_URL"))
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -261,8 +293,9 @@ def run(args, *, database_url: str, redis_url: str) -> None:
                 order = [("batched", True, args.n), ("one per job", False, args.n_single)]
                 if round_number % 2 == 0:
                     order.reverse()
+                measure = drain if args.drain else end_to_end
                 figures = {
-                    label: end_to_end(
+                    label: measure(
                         label=label.replace(" ", "-"), n=n, batched=batched, processor=processor, log_path=log_path
                     )
                     for label, batched, n in order
@@ -270,21 +303,26 @@ def run(args, *, database_url: str, redis_url: str) -> None:
                 for label, value in figures.items():
                     rounds[label].append(value)
                 ratio = figures["batched"]["rate"] / figures["one per job"]["rate"]
+                created = "" if args.drain else f" (created at {figures['batched']['create_rate']:.0f}/s)"
                 print(
-                    f"round {round_number}: load {load:.1f} | batched {figures['batched']['rate']:.1f}/s "
-                    f"(created at {figures['batched']['create_rate']:.0f}/s) | one per job "
-                    f"{figures['one per job']['rate']:.1f}/s | ratio {ratio:.1f}",
+                    f"round {round_number}: load {load:.1f} | batched {figures['batched']['rate']:.1f}/s{created} | "
+                    f"one per job {figures['one per job']['rate']:.1f}/s | ratio {ratio:.1f}",
                     flush=True,
                 )
             ratios = [b["rate"] / s["rate"] for b, s in zip(rounds["batched"], rounds["one per job"], strict=True)]
             print(f"median of {args.repeat} rounds [min–max]")
             for label, values in rounds.items():
-                print(f"  {label:12} end to end payments/s   {spread([v['rate'] for v in values])}")
+                what = "drain" if args.drain else "end to end"
+                print(f"  {label:12} {what} payments/s   {spread([v['rate'] for v in values])}")
                 print(f"  {label:12} worker CPU ms/payment    {spread([v['worker_cpu_ms'] for v in values], 2)}")
+                if args.drain:
+                    continue
                 print(f"  {label:12} producer CPU ms/payment  {spread([v['producer_cpu_ms'] for v in values], 2)}")
                 print(f"  {label:12} creation payments/s      {spread([v['create_rate'] for v in values])}")
                 print(f"  {label:12} worker peak RSS MB       {spread([v['peak_rss_mb'] for v in values])}")
             print(f"  batched / one per job                {spread(ratios)}", flush=True)
+        if args.drain:
+            return
         processor.stop()
         processor.start(PROCESSOR_LATENCY_MS=latencies[0])
         figures = steady(rate=args.steady_rate, seconds=args.steady_seconds, processor=processor, log_path=log_path)

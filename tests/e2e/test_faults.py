@@ -217,9 +217,11 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_charges_each
 
 
 def test_jobs_lost_by_a_flushed_redis_are_pushed_again_and_each_runs_once(make_payment, start_worker, start_processor):
-    # One slow worker: while it charges the first payment, the others wait in Redis.
+    # One slow worker taking one payment per job: while it charges the first payment, the
+    # others wait in Redis. (A batching worker would have claimed them all from the database:
+    # nothing of theirs would be left in Redis to lose.)
     start_processor(PROCESSOR_LATENCY_MS=2000, read_timeout=10)
-    start_worker("payments")
+    start_worker("payments", JOBS_BATCH_ENABLED="false")
     payments = [make_payment() for _ in range(5)]
     wait_until(
         lambda: Job.objects.filter(func="payments.jobs.process_payment", status=JobStatus.RUNNING).exists(),
