@@ -36,13 +36,14 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from backoffice.bulk import bulk_action_enqueue
+from backoffice.forms import ServiceForm
 
 TEMPLATE = "admin/action_with_reason.html"
 # The confirmation page lists this many objects and counts the rest.
 LISTED_OBJECTS = 100
 
 
-class ActionReasonForm(forms.Form):
+class ActionReasonForm(ServiceForm):
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
         max_length=2000,
@@ -129,7 +130,7 @@ def confirm_with_form(
     *,
     verb: str,
     done: str,
-    form_class: type[forms.Form],
+    form_class: type[ServiceForm],
     apply: Callable[[Model, dict], object],
     describe: Callable[[Model], str] = str,
     form_kwargs: dict | None = None,
@@ -149,7 +150,7 @@ def confirm_with_form(
             try:
                 apply(queryset.get(), data)
             except ValidationError as error:
-                _add_service_error(form, error)
+                form.add_service_error(error)
             else:
                 modeladmin.message_user(request, ActionReport(done=1).message(done), messages.SUCCESS)
                 return None
@@ -201,11 +202,3 @@ def _enqueue_bulk_job(modeladmin, request, queryset: QuerySet, *, bulk: str, ver
         messages.SUCCESS,
     )
     return HttpResponseRedirect(url)
-
-
-def _add_service_error(form: forms.Form, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for field_name, errors in error.message_dict.items():
-            form.add_error(field_name if field_name in form.fields else None, errors)
-    else:
-        form.add_error(None, error.messages)

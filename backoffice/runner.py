@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from rq import get_current_job
 
+from backoffice.backoff import backoff_delay_seconds
 from backoffice.models import Job, JobStatus
 from backoffice.outages import Outage, database_unreachable
 from backoffice.progress import running_job
@@ -70,11 +70,9 @@ def _json_safe(result):
         return {"repr": repr(result)[:2000]}
 
 
-def retry_delay_seconds(attempts: int) -> float:
-    """Back-off before the next attempt, with +-20% jitter so retries of a burst spread out."""
-    schedule = settings.JOBS_RETRY_BACKOFF_SECONDS
-    base = schedule[min(attempts - 1, len(schedule) - 1)] if schedule else 0.0
-    return base * random.uniform(0.8, 1.2)
+def _retry_delay_seconds(attempts: int) -> float:
+    """Back-off before the next attempt; past the schedule's end, its last wait again."""
+    return backoff_delay_seconds(settings.JOBS_RETRY_BACKOFF_SECONDS, attempts, repeat_last=True) or 0.0
 
 
 class _Heartbeats:
@@ -268,7 +266,7 @@ def run_job(job_id: str) -> dict:
         elif job.attempts < job.max_attempts:
             fields.update(
                 status=JobStatus.RETRYING,
-                run_at=finished + timedelta(seconds=retry_delay_seconds(job.attempts)),
+                run_at=finished + timedelta(seconds=_retry_delay_seconds(job.attempts)),
             )
         else:
             fields.update(status=JobStatus.FAILED)

@@ -119,7 +119,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 EMBEDDED_REDIS_SOCKET = RUN_DIR / "redis.sock"
 REDIS_URL = env.str("REDIS_URL", default="") or f"unix://{EMBEDDED_REDIS_SOCKET}?db=0"
-REDIS_IS_EMBEDDED = not env.str("REDIS_URL", default="")
 # Shared by every web process, so the merchant portal's login throttle counts across all of them.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 

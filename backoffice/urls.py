@@ -3,6 +3,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("merchant/", include("payments.urls")),
-    path("merchant/webhooks/", include("notifications.portal_urls")),
+    path("merchant/", include("payments.portal.urls")),
+    path("merchant/webhooks/", include("notifications.portal.urls")),
 ]

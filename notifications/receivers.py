@@ -1,7 +1,7 @@
 """Receivers of the payments app's domain signals. Each runs inside the transaction of the
 status change, so a notification and its delivery job exist exactly when the change commits.
 Also hooked here, from NotificationsConfig.ready(): the merchant portal's seams (failing
-webhooks on the dashboard, a payment's notifications on its page), drawn in portal_views.
+webhooks on the dashboard, a payment's notifications on its page), drawn in notifications.portal.views.
 """
 
 from notifications.delivery import notifications_create_for_event
@@ -11,7 +11,7 @@ from notifications.events import (
     payment_public_fields,
     refund_public_fields,
 )
-from notifications.portal_views import payment_notifications_section, webhook_attention
+from notifications.portal.views import payment_notifications_section, webhook_attention
 from payments.portal.sections import dashboard_attention, payment_page_sections
 from payments.signals import payment_status_changed, refund_status_changed
 
@@ -46,8 +46,8 @@ def refund_status_changed_notify(sender, *, refund, event, from_status, to_statu
 HOOKS = [
     (payment_status_changed, payment_status_changed_notify, "notifications.payment_status_changed"),
     (refund_status_changed, refund_status_changed_notify, "notifications.refund_status_changed"),
-    (dashboard_attention, webhook_attention, "notifications.portal_views.webhook_attention"),
-    (payment_page_sections, payment_notifications_section, "notifications.portal_views.payment_notifications_section"),
+    (dashboard_attention, webhook_attention, "notifications.portal.views.webhook_attention"),
+    (payment_page_sections, payment_notifications_section, "notifications.portal.views.payment_notifications_section"),
 ]
 
 

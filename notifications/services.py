@@ -10,7 +10,6 @@ from notifications.delivery import (
     notification_resend,
     notification_send_rollback_unsafe,
     notifications_create_for_event,
-    retry_delay_seconds,
 )
 from notifications.endpoints import (
     EDITABLE_ENDPOINT_FIELDS,
@@ -36,7 +35,6 @@ __all__ = [
     "notification_resend",
     "notification_send_rollback_unsafe",
     "notifications_create_for_event",
-    "retry_delay_seconds",
     "webhook_endpoint_create",
     "webhook_endpoint_disable",
     "webhook_endpoint_enable",

@@ -242,18 +242,17 @@ def _session(timeout: float) -> HTTPSession:
 
 
 @dataclass(frozen=True)
-class WebhookResponse:
-    http_status: int | None
+class DeliveryOutcome:
+    """What one try of a notification came to (a webhook's POST or an e-mail)."""
+
+    succeeded: bool
     duration_ms: int
+    http_status: int | None = None
     response_excerpt: str = ""
     error: str = ""
 
     @property
-    def succeeded(self) -> bool:
-        return self.http_status is not None and 200 <= self.http_status < 300 and not self.error
-
-    @property
-    def gone(self) -> bool:
+    def endpoint_gone(self) -> bool:
         return self.http_status == 410
 
 
@@ -270,20 +269,26 @@ def _read_excerpt(response: requests.Response, deadline: float) -> str:
     return excerpt[:RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace")
 
 
-def webhook_post_rollback_unsafe(*, url: str, body: bytes, headers: dict[str, str]) -> WebhookResponse:
+def webhook_post_rollback_unsafe(*, url: str, body: bytes, headers: dict[str, str]) -> DeliveryOutcome:
     """POST a signed body once. Not transactional (it is a network call): call it outside
     any transaction or lock. Never raises for the receiver's faults: they come back as the
     response's error."""
     timeout = settings.WEBHOOKS_TIMEOUT_SECONDS
     started = time.monotonic()
 
-    def elapsed_ms() -> int:
-        return int((time.monotonic() - started) * 1000)
+    def outcome(*, error: str, http_status: int | None = None, response_excerpt: str = "") -> DeliveryOutcome:
+        return DeliveryOutcome(
+            succeeded=http_status is not None and 200 <= http_status < 300 and not error,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            http_status=http_status,
+            response_excerpt=response_excerpt,
+            error=error,
+        )
 
     try:
         checked = webhook_url_check(url)
     except WebhookURLError as error:
-        return WebhookResponse(http_status=None, duration_ms=elapsed_ms(), error=f"refused: {error.messages[0]}")
+        return outcome(error=f"refused: {error.messages[0]}")
     try:
         with _session(timeout) as session:
             response = session.post(
@@ -301,22 +306,16 @@ def webhook_post_rollback_unsafe(*, url: str, body: bytes, headers: dict[str, st
                     error = "redirect not followed: only a 2xx answer counts as delivered"
                 elif not 200 <= response.status_code < 300:
                     error = f"HTTP {response.status_code}"
-                return WebhookResponse(
-                    http_status=response.status_code, duration_ms=elapsed_ms(), response_excerpt=excerpt, error=error
-                )
+                return outcome(error=error, http_status=response.status_code, response_excerpt=excerpt)
     except UnsafeAddressError as error:
-        return WebhookResponse(http_status=None, duration_ms=elapsed_ms(), error=f"refused: {error}")
+        return outcome(error=f"refused: {error}")
     except InvalidIPAddress as error:
-        return WebhookResponse(
-            http_status=None,
-            duration_ms=elapsed_ms(),
-            error=f"refused: the connection would go to a non-public address ({error})",
-        )
+        return outcome(error=f"refused: the connection would go to a non-public address ({error})")
     except requests.exceptions.Timeout:
-        return WebhookResponse(http_status=None, duration_ms=elapsed_ms(), error=f"timed out after {timeout:g} s")
+        return outcome(error=f"timed out after {timeout:g} s")
     except requests.RequestException as error:
         logger.info("webhook delivery to %s failed: %r", checked.host, error)  # the detail, for staff
-        return WebhookResponse(http_status=None, duration_ms=elapsed_ms(), error=_delivery_error_text(error))
+        return outcome(error=_delivery_error_text(error))
 
 
 def _delivery_error_text(error: requests.RequestException) -> str:

@@ -1,100 +1,37 @@
-"""The admin's "Add payment" form: it parses and validates; the admin view hands the cleaned
-data to payments.services.payment_create and puts the service's refusals back on the form."""
+"""The admin's forms: "Add payment" and the confirmations of the money-moving actions. They
+parse and validate; the admin hands the cleaned data to a service and puts its refusals back."""
 
 import secrets
 
 from django import forms
 from django.core.exceptions import ValidationError
 
+from backoffice.forms import ServiceForm
+from payments.forms import PaymentForm
 from payments.models import Merchant
-from payments.money import parse_major_amount, validate_currency
-from payments.validators import contains_card_number
-
-# payment_create's argument names -> this form's fields; None puts the error above the form.
-SERVICE_FIELDS = {
-    "merchant": "merchant",
-    "amount_minor": "amount",
-    "currency": "currency",
-    "payment_method": "payment_method",
-    "merchant_reference": "merchant_reference",
-    "customer_email": "customer_email",
-    "description": "description",
-    # The key is generated in a hidden field: its errors must be visible above the form.
-    "idempotency_key": None,
-}
+from payments.money import format_major, format_minor, parse_major_amount
 
 
 def new_idempotency_key() -> str:
     return "admin_" + secrets.token_urlsafe(24)
 
 
-class TokenInput(forms.TextInput):
-    """Never echo a card number back into the page when the form is shown again with errors."""
+class PaymentAddForm(PaymentForm):
+    """The admin's "Add payment": any active merchant."""
 
-    def format_value(self, value):
-        if value and contains_card_number(str(value)):
-            return None
-        return super().format_value(value)
-
-
-class PaymentAddForm(forms.Form):
     merchant = forms.ModelChoiceField(queryset=Merchant.objects.filter(is_active=True))
-    amount = forms.CharField(max_length=30, help_text="In the currency's major unit: 12.34 EUR, 1200 JPY, 1.234 KWD.")
-    currency = forms.CharField(min_length=3, max_length=3, help_text="ISO 4217 code, such as EUR.")
-    payment_method = forms.CharField(
-        label="Payment method token",
-        max_length=64,
-        widget=TokenInput,
-        help_text="A token such as tok_success. Card numbers are never accepted.",
-    )
-    merchant_reference = forms.CharField(max_length=100, required=False)
-    customer_email = forms.EmailField(required=False)
-    description = forms.CharField(max_length=255, required=False)
-    # Generated when the form is shown: submitting the same form twice makes one payment.
-    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=100)
+    field_order = ["merchant"]
 
-    def clean_currency(self) -> str:
-        currency = self.cleaned_data["currency"].strip().upper()
-        validate_currency(currency)
-        return currency
-
-    def clean(self):
-        cleaned_data = super().clean()
-        if "amount" in cleaned_data and "currency" in cleaned_data:
-            try:
-                cleaned_data["amount_minor"] = parse_major_amount(cleaned_data["amount"], cleaned_data["currency"])
-            except ValidationError as error:
-                self.add_error("amount", error)
-            except ArithmeticError:  # decimal.Overflow from exponents such as 1e999999
-                self.add_error("amount", "Enter an amount such as 12.34.")
-        return cleaned_data
-
-    def payment_create_kwargs(self) -> dict:
-        """The keyword arguments of payments.services.payment_create, without the actor."""
-        data = self.cleaned_data
-        return {
-            "merchant": data["merchant"],
-            "amount_minor": data["amount_minor"],
-            "currency": data["currency"],
-            "payment_method": data["payment_method"],
-            "idempotency_key": data["idempotency_key"],
-            "merchant_reference": data["merchant_reference"],
-            "customer_email": data["customer_email"],
-            "description": data["description"],
-        }
+    def payment_merchant(self) -> Merchant:
+        return self.cleaned_data["merchant"]
 
     def add_service_error(self, error: ValidationError) -> None:
-        """Put a refusal from payment_create on the fields it names."""
-        if not hasattr(error, "error_dict"):
-            self.add_error(None, error)
-            return
-        for name, errors in error.error_dict.items():
-            self.add_error(SERVICE_FIELDS.get(name), errors)
-        if "idempotency_key" in error.error_dict:
+        super().add_service_error(error)
+        if hasattr(error, "error_dict") and "idempotency_key" in error.error_dict:
             self.add_error(None, 'To create another payment, open a new "Add payment" form.')
 
 
-class RefundActionForm(forms.Form):
+class RefundActionForm(ServiceForm):
     """The Refund action's confirmation: with one payment an amount (defaulting to what
     remains refundable); with several, each is refunded by what remains of it."""
 
@@ -109,8 +46,6 @@ class RefundActionForm(forms.Form):
         if payment is None:
             del self.fields["amount"]
         else:
-            from payments.money import format_minor
-
             self.fields["amount"].label = f"Amount ({payment.currency})"
             self.fields[
                 "amount"
@@ -118,7 +53,7 @@ class RefundActionForm(forms.Form):
                 f"Remaining refundable: {format_minor(remaining_minor or 0, payment.currency)}. Empty: all of it."
             )
             if not self.is_bound and remaining_minor:
-                self.initial["amount"] = format_minor(remaining_minor, payment.currency).split(" ")[0]
+                self.initial["amount"] = format_major(remaining_minor, payment.currency, grouped=True)
 
     def clean_amount(self):
         text = self.cleaned_data.get("amount", "").strip()
@@ -127,7 +62,7 @@ class RefundActionForm(forms.Form):
         return parse_major_amount(text, self.payment.currency)
 
 
-class SettlementRequestForm(forms.Form):
+class SettlementRequestForm(ServiceForm):
     settle_as = forms.ChoiceField(
         label="Settle as",
         choices=[("succeeded", "Succeeded: the customer was charged"), ("failed", "Failed: nothing was taken")],
@@ -146,7 +81,7 @@ class SettlementRequestForm(forms.Form):
     )
 
 
-class DecisionForm(forms.Form):
+class DecisionForm(ServiceForm):
     note = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
         max_length=2000,

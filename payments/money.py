@@ -56,14 +56,19 @@ def parse_major_amount(text: str, currency: str) -> int:
     return minor
 
 
+def format_major(amount_minor: int, currency: str, *, grouped: bool = False) -> str:
+    """1234, 'EUR' -> '12.34' (grouped: 123456 -> '1,234.56'): what parse_major_amount reads back."""
+    exponent = currency_exponent(currency)
+    major = Decimal(amount_minor).scaleb(-exponent)
+    return f"{major:{',' if grouped else ''}.{exponent}f}"
+
+
 def format_minor(amount_minor: int, currency: str) -> str:
     """1234, 'EUR' -> '12.34 EUR'; 1200, 'JPY' -> '1,200 JPY'."""
     try:
-        exponent = currency_exponent(currency)
+        return f"{format_major(amount_minor, currency, grouped=True)} {currency}"
     except ValidationError:
         return f"{amount_minor} {currency} (minor units)"
-    major = Decimal(amount_minor).scaleb(-exponent)
-    return f"{major:,.{exponent}f} {currency}"
 
 
 def major_to_minor(major: str | int | Decimal, currency: str) -> int:

@@ -1,31 +1,24 @@
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import django_rq
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from backoffice.embedded_redis import start_redis_server
 from payments import services
+from payments.jobs import process_payment
+from payments.models import Membership
+from payments.states import PaymentStatus
 from processor.launch import ProcessorProcess
 from tests.factories import MerchantFactory, UserFactory
+from tests.helpers import IN_CI, PROCFILE_WORKER_CLASS, ROOT, logged_in, merchant_user, wait_until, worker_environment
 
-ROOT = Path(__file__).resolve().parent.parent
-# The worker class of the Procfile's `worker` line (rq's forking Worker when it names none),
-# so that end-to-end tests run the worker that `make run` runs.
-PROCFILE_WORKER_CLASS = next(
-    iter(re.findall(r"^worker:.*--worker-class[ =](\S+)", (ROOT / "Procfile").read_text(), flags=re.M)),
-    "rq.worker.Worker",
-)
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _embedded_redis = None
 
 
@@ -99,28 +92,62 @@ def make_payment(merchant):
     return make
 
 
-def worker_environment(**extra) -> dict:
-    """The environment a worker subprocess needs to see this test's database and Redis."""
-    env = dict(os.environ)
-    db = connection.settings_dict
-    if settings.USING_SQLITE:
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    else:
-        env["DATABASE_URL"] = (
-            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        )
-    env["REDIS_URL"] = settings.REDIS_URL
-    # The gateway this test points at (the HTTP processor in end-to-end tests).
-    for name in (
-        "PAYMENTS_GATEWAY",
-        "PAYMENTS_PROCESSOR_URL",
-        "PAYMENTS_PROCESSOR_CONNECT_TIMEOUT_SECONDS",
-        "PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS",
-    ):
-        env[name] = str(getattr(settings, name))
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    env.update({key: str(value) for key, value in extra.items()})
-    return env
+@pytest.fixture
+def operator_client(operator):
+    return logged_in(operator)
+
+
+@pytest.fixture
+def viewer_client(viewer):
+    return logged_in(viewer)
+
+
+# --- the merchant portal ------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_merchant(db):
+    return MerchantFactory(name="Other Shop", slug="other-shop")
+
+
+@pytest.fixture
+def owner(merchant):
+    return merchant_user("olga-owner", merchant, Membership.Role.OWNER)
+
+
+@pytest.fixture
+def member(merchant):
+    return merchant_user("mike-member", merchant, Membership.Role.MEMBER)
+
+
+@pytest.fixture
+def owner_client(owner):
+    return logged_in(owner)
+
+
+@pytest.fixture
+def member_client(member):
+    return logged_in(member)
+
+
+@pytest.fixture
+def captured(make_payment):
+    """A payment that went through the gateway and succeeded (100.00 EUR unless told)."""
+
+    def make(**overrides):
+        payment = make_payment(**{"amount_minor": 100_00, **overrides})
+        process_payment(payment.pk)
+        payment.refresh_from_db()
+        assert payment.status == PaymentStatus.SUCCEEDED
+        return payment
+
+    return make
+
+
+@pytest.fixture
+def other_payment(other_merchant, make_payment, captured):
+    """A succeeded payment of the other merchant."""
+    return captured(merchant=other_merchant, merchant_reference="theirs-1", customer_email="secret@their.example")
 
 
 def _session_members(session_id: int) -> list[int]:
@@ -249,63 +276,3 @@ def start_worker():
     yield start
     for worker in workers:
         worker.stop()
-
-
-def run_at_once(function, *args, copies: int = 2) -> list:
-    """Call function(*args) from several threads released together, each on its own database
-    connection (as separate processes would be); their return values, in finishing order."""
-    start = threading.Barrier(copies)
-    outcomes = []
-
-    def call():
-        try:
-            start.wait()
-            outcomes.append(function(*args))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=call) for _ in range(copies)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert len(outcomes) == copies, "a concurrent call failed or hung"
-    return outcomes
-
-
-def database_session_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
-
-
-def end_database_session(pid: int) -> None:
-    """End a PostgreSQL session from outside, as a database restart or failover would, and
-    return once it is gone."""
-
-    def terminate():
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-                wait_until(lambda: not _session_exists(cursor, pid), timeout=10, message=f"session {pid} to end")
-        finally:
-            connection.close()
-
-    outsider = threading.Thread(target=terminate)  # a thread has its own connection
-    outsider.start()
-    outsider.join(30)
-
-
-def _session_exists(cursor, pid: int) -> bool:
-    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
-    return cursor.fetchone()[0] > 0
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

@@ -17,17 +17,17 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from redis.exceptions import RedisError
 
-from payments.forms import (
+from payments.money import format_major, format_minor
+from payments.portal.access import SESSION_MERCHANT_KEY, merchant_payment_or_404, merchant_payments, merchant_view
+from payments.portal.converters import PublicPaymentId
+from payments.portal.forms import (
     MerchantLoginForm,
     MerchantPasswordResetForm,
     MerchantSwitchForm,
     PaymentFilterForm,
     PortalPaymentForm,
     RefundForm,
-    minor_to_major_text,
 )
-from payments.money import format_minor
-from payments.portal.access import SESSION_MERCHANT_KEY, merchant_payment_or_404, merchant_payments, merchant_view
 from payments.portal.reports import (
     MOVING_PAYMENT_STATUSES,
     attempt_for_merchant,
@@ -42,7 +42,6 @@ from payments.portal.reports import (
 from payments.portal.sections import contributed_attention, contributed_payment_sections
 from payments.services import PaymentError, payment_create, refund_remaining_minor, refund_request_by_merchant
 from payments.states import PaymentStatus
-from payments.urls_converters import PublicPaymentId
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +177,7 @@ def payment_csv(request):
                         payment.public_id,
                         payment.created_at.astimezone(UTC).isoformat(),
                         payment.status,
-                        minor_to_major_text(payment.amount_minor, payment.currency),
+                        format_major(payment.amount_minor, payment.currency),
                         payment.currency,
                         payment.amount_minor,
                         payment.merchant_reference,

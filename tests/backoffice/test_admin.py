@@ -12,49 +12,11 @@ from django_rq.settings import get_queues_map
 from backoffice.models import AuditEntry, Job, JobStatus
 from backoffice.services import job_requeue
 from tests.factories import UserFactory
+from tests.helpers import action_choices, confirm_action, logged_in, make_job, messages_of, run_action
 
 pytestmark = pytest.mark.django_db
 
 # --- helpers shared with tests/payments/test_admin.py -------------------------------------
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def messages_of(response) -> list[str]:
-    return [str(message) for message in response.context["messages"]]
-
-
-def action_choices(response) -> set[str]:
-    action_form = response.context["action_form"]
-    if action_form is None:  # the changelist offers no action at all
-        return set()
-    return {name for name, _ in action_form.fields["action"].choices if name}
-
-
-def run_action(
-    client: Client, url: str, action: str, objects, *, reason: str | None = "checked with the team", **extra
-):
-    """Post an admin action the way a browser does: tick and choose (which shows the
-    confirmation page), then, when a reason is given, confirm with it."""
-    selected = [str(obj.pk) for obj in objects]
-    first = client.post(url, {"action": action, "index": 0, helpers.ACTION_CHECKBOX_NAME: selected, **extra})
-    if reason is None:
-        return first
-    return confirm_action(client, url, action, objects, reason=reason, **extra)
-
-
-def confirm_action(client: Client, url: str, action: str, objects, *, reason: str, **extra):
-    """Post the confirmation page's form; on its own, this is what a forged request sends."""
-    selected = [str(obj.pk) for obj in objects]
-    return client.post(
-        url,
-        {"action": action, "post": "yes", "reason": reason, helpers.ACTION_CHECKBOX_NAME: selected, **extra},
-        follow=True,
-    )
 
 
 # --- local helpers -------------------------------------------------------------------------
@@ -62,30 +24,8 @@ def confirm_action(client: Client, url: str, action: str, objects, *, reason: st
 JOBS_URL = "/admin/backoffice/job/"
 
 
-def make_job(**overrides) -> Job:
-    params = {
-        "func": "payments.jobs.process_payment",
-        "kwargs": {"payment_id": 1},
-        "queue": "payments",
-        "status": JobStatus.PENDING,
-        "run_at": timezone.now(),
-    }
-    params.update(overrides)
-    return Job.objects.create(**params)
-
-
 def statuses(*jobs) -> list[str]:
     return [Job.objects.get(pk=job.pk).status for job in jobs]
-
-
-@pytest.fixture
-def operator_client(operator):
-    return logged_in(operator)
-
-
-@pytest.fixture
-def viewer_client(viewer):
-    return logged_in(viewer)
 
 
 # --- the job list ----------------------------------------------------------------------------

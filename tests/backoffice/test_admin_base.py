@@ -8,8 +8,8 @@ from django_rq.models import Dashboard
 
 from backoffice.admin_base import PaydeskModelAdmin
 from notifications.models import WebhookEndpoint
-from tests.backoffice.test_admin import logged_in
 from tests.factories import MerchantFactory, UserFactory
+from tests.helpers import logged_in
 
 pytestmark = pytest.mark.django_db
 

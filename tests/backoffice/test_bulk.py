@@ -11,8 +11,8 @@ from backoffice.progress import job_progress, running_job
 from backoffice.runner import run_job
 from payments.models import Payment, PaymentEvent
 from payments.states import PaymentStatus
-from tests.backoffice.test_admin import confirm_action, make_job, messages_of
 from tests.factories import PaymentFactory
+from tests.helpers import confirm_action, make_job, messages_of
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,5 @@
 """The one enqueue helper: a committed job is never lost, a rolled-back one never runs."""
 
-import shutil
 import socket
 import subprocess
 from datetime import timedelta
@@ -15,13 +14,13 @@ from rq import SimpleWorker
 from rq.job import Job as RQJob
 
 from backoffice import services as backoffice_services
-from backoffice.embedded_redis import redis_server_binary
+from backoffice.embedded_redis import redis_server_binary, redis_server_command
 from backoffice.models import Job, JobStatus
 from backoffice.services import QUEUES, job_enqueue
 from backoffice.sweeper import jobs_sweep
 from payments.models import Payment, SimulatedGatewayRecord
 from payments.states import PaymentStatus
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def processing_job(payment: Payment) -> Job:
@@ -137,21 +136,10 @@ class RedisServer:
         self.process = None
 
     def start(self) -> None:
-        binary = shutil.which("redis-server") or redis_server_binary()
         self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
+            redis_server_command(
+                binary=redis_server_binary(prefer_installed=True), directory=self.directory, port=self.port
+            ),
             stdout=subprocess.DEVNULL,
         )
         wait_until(self.answers, timeout=20, message=f"redis-server on port {self.port}")

@@ -16,7 +16,7 @@ from django.utils import timezone
 from backoffice.models import AuditEntry, Job, JobStatus
 from backoffice.runner import run_job
 from backoffice.services import job_cancel, job_enqueue, job_requeue
-from tests.conftest import database_session_pid, end_database_session, run_at_once
+from tests.helpers import database_session_pid, end_database_session, run_at_once
 
 # Job bodies the tests enqueue by dotted path. CALLS records every run of a body.
 CALLS: list[dict] = []

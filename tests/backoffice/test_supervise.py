@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 
-from tests.conftest import ROOT, wait_until
+from tests.helpers import ROOT, wait_until
 
 
 def test_a_command_that_exits_is_started_again_until_the_supervisor_is_told_to_stop(tmp_path):

@@ -16,7 +16,7 @@ from backoffice import sweeper
 from backoffice.models import Job, JobStatus
 from backoffice.services import QUEUES, job_push_after_commit
 from backoffice.sweeper import PeriodicSweeper, jobs_sweep
-from tests.conftest import database_session_pid, end_database_session, run_at_once
+from tests.helpers import database_session_pid, end_database_session, run_at_once
 
 FUNC = "tests.backoffice.test_runner.record_call"
 

@@ -19,8 +19,7 @@ from playwright.sync_api import Page, expect  # noqa: E402
 
 from payments.models import Payment, Refund  # noqa: E402
 from payments.states import PaymentStatus, RefundStatus  # noqa: E402
-from tests.conftest import IN_CI, wait_until  # noqa: E402
-from tests.payments.test_portal_support import PASSWORD, merchant_user  # noqa: E402
+from tests.helpers import IN_CI, PASSWORD, merchant_user, wait_until  # noqa: E402  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -24,7 +24,7 @@ from payments.jobs import process_payment, recover_payment
 from payments.models import Payment
 from payments.states import AttemptOutcome, PaymentStatus
 from processor.launch import ProcessorClient
-from tests.conftest import PROCFILE_WORKER_CLASS, run_at_once, wait_until
+from tests.helpers import PROCFILE_WORKER_CLASS, run_at_once, wait_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

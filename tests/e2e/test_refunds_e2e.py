@@ -10,8 +10,8 @@ from payments import services
 from payments.jobs import process_payment
 from payments.models import Refund
 from payments.states import PaymentStatus, RefundStatus
-from tests.conftest import wait_until
 from tests.factories import UserFactory
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.needs_postgres]
 

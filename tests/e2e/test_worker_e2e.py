@@ -14,7 +14,7 @@ import pytest
 from backoffice.models import Job, JobStatus
 from payments.models import Payment
 from payments.states import AttemptOutcome, PaymentStatus
-from tests.conftest import PROCFILE_WORKER_CLASS, ROOT, wait_until, worker_environment
+from tests.helpers import PROCFILE_WORKER_CLASS, ROOT, wait_until, worker_environment
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -1,17 +1,14 @@
 """Fixtures for webhook tests: a fake DNS, a guard that lets no test connect anywhere but
-loopback, receivers on 127.0.0.1, and a way to run the delivery jobs that are due."""
+loopback, receivers on 127.0.0.1, and the usual public name (run_due_deliveries is in tests.helpers)."""
 
 import ipaddress
 import socket
 import threading
 
 import pytest
-from django.utils import timezone
 
-from backoffice.models import Job, JobStatus
-from notifications.delivery import DELIVER_JOB
 from notifications.endpoints import webhook_endpoint_create
-from notifications.jobs import deliver_notification
+from tests.helpers import PUBLIC_ADDRESS
 
 _real_getaddrinfo = socket.getaddrinfo
 _real_connect = socket.socket.connect
@@ -62,6 +59,13 @@ def dns(monkeypatch) -> FakeDNS:
     fake = FakeDNS()
     monkeypatch.setattr(socket, "getaddrinfo", fake.getaddrinfo)
     return fake
+
+
+@pytest.fixture
+def public_dns(dns) -> FakeDNS:
+    """The merchants' usual host name resolves to a public address."""
+    dns.answer("hooks.merchant.example", PUBLIC_ADDRESS)
+    return dns
 
 
 class OffLoopbackConnection(BaseException):
@@ -142,19 +146,3 @@ def hanging_receiver():
     for conn in accepted:
         conn.close()
     listener.close()
-
-
-def run_due_deliveries() -> list[dict]:
-    """Run, in order, every delivery job whose time has come, the way the runner would (each
-    once), by calling the job function directly. Returns what each returned."""
-    results = []
-    while True:
-        job = (
-            Job.objects.filter(func=DELIVER_JOB, status=JobStatus.PENDING, run_at__lte=timezone.now())
-            .order_by("run_at", "created_at")
-            .first()
-        )
-        if job is None:
-            return results
-        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
-        results.append(deliver_notification(**job.kwargs))

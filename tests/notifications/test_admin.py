@@ -13,35 +13,19 @@ from backoffice.models import AuditEntry
 from notifications.endpoints import webhook_endpoint_create, webhook_test_send
 from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint
 from payments.jobs import process_payment
-from tests.backoffice.test_admin import action_choices, confirm_action, logged_in, messages_of, run_action
 from tests.factories import MerchantFactory, UserFactory
-from tests.notifications.conftest import run_due_deliveries
+from tests.helpers import action_choices, confirm_action, logged_in, messages_of, run_action, run_due_deliveries
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("public_dns")]
 
 ENDPOINTS_URL = "/admin/notifications/webhookendpoint/"
 NOTIFICATIONS_URL = "/admin/notifications/notification/"
 ENDPOINT_ACTIONS = {"send_test", "rotate_secret", "reenable", "disable"}
 
 
-@pytest.fixture(autouse=True)
-def public_dns(dns):
-    dns.answer("hooks.merchant.example", "93.184.215.14")
-
-
 @pytest.fixture
 def public_endpoint(merchant):
     return webhook_endpoint_create(merchant=merchant, url="https://hooks.merchant.example/hooks")
-
-
-@pytest.fixture
-def operator_client(operator):
-    return logged_in(operator)
-
-
-@pytest.fixture
-def viewer_client(viewer):
-    return logged_in(viewer)
 
 
 def test_adding_an_endpoint_with_an_internal_url_shows_why_and_saves_nothing(operator_client, merchant):

@@ -23,7 +23,7 @@ from notifications.events import EventType
 from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint
 from notifications.transport import RESPONSE_EXCERPT_BYTES
 from payments.jobs import process_payment
-from tests.notifications.conftest import run_due_deliveries
+from tests.helpers import run_due_deliveries
 
 
 def received(receiver) -> list[tuple[bytes, dict]]:

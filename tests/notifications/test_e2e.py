@@ -7,7 +7,7 @@ from standardwebhooks import Webhook
 from backoffice.sweeper import jobs_sweep
 from notifications.endpoints import webhook_endpoint_create
 from notifications.models import Channel, Notification, NotificationStatus
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 @pytest.mark.django_db(transaction=True)

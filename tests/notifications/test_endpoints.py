@@ -24,16 +24,15 @@ from notifications.models import Notification, NotificationStatus, WebhookEndpoi
 from notifications.receivers import HOOKS, connect_receivers
 from payments.portal.sections import dashboard_attention, payment_page_sections
 from tests.factories import UserFactory
-from tests.notifications.conftest import run_due_deliveries
+from tests.helpers import run_due_deliveries
 
 HOOK_URL = "https://hooks.merchant.example/hooks"
 
 
 @pytest.fixture(autouse=True)
-def public_dns(dns):
-    dns.answer("hooks.merchant.example", "93.184.215.14")
-    dns.answer("new-hooks.merchant.example", "93.184.215.15")
-    dns.answer("intranet.merchant.example", "10.1.2.3")
+def more_dns(public_dns):
+    public_dns.answer("new-hooks.merchant.example", "93.184.215.15")
+    public_dns.answer("intranet.merchant.example", "10.1.2.3")
 
 
 @pytest.fixture
@@ -229,7 +228,7 @@ def test_the_portal_seams_are_hooked_once_by_the_app_not_by_the_urlconf():
     probe = (
         "import sys, django; django.setup();"
         "from payments.portal.sections import dashboard_attention, payment_page_sections;"
-        "assert 'notifications.portal_urls' not in sys.modules and 'backoffice.urls' not in sys.modules;"
+        "assert 'notifications.portal.urls' not in sys.modules and 'backoffice.urls' not in sys.modules;"
         "print(dashboard_attention.has_listeners(), payment_page_sections.has_listeners())"
     )
     answer = subprocess.run(

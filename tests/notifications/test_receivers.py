@@ -14,11 +14,6 @@ from payments.signals import payment_status_changed
 from tests.factories import MerchantFactory
 
 
-@pytest.fixture
-def public_dns(dns):
-    dns.answer("hooks.merchant.example", "93.184.215.14")
-
-
 @pytest.mark.django_db
 def test_a_succeeded_payment_notifies_each_interested_endpoint_and_emails_the_merchant(
     merchant, make_payment, public_dns

@@ -12,7 +12,7 @@ from notifications.delivery import DELIVER_JOB, DeliveryInProgress, notification
 from notifications.endpoints import webhook_test_send
 from notifications.jobs import deliver_notification
 from notifications.models import DeliveryAttempt, Notification, NotificationStatus
-from tests.notifications.conftest import run_due_deliveries
+from tests.helpers import run_due_deliveries
 
 SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 
@@ -57,9 +57,11 @@ def test_failed_tries_follow_the_schedule_with_jitter_then_fail(endpoint, receiv
 @pytest.mark.django_db
 def test_jitter_spreads_the_retries_of_a_burst(endpoint, receiver, operator):
     receiver.expect_request("/hooks").respond_with_data("busy", status=500)
-    for _ in range(8):
-        webhook_test_send(endpoint=endpoint, actor=operator)
-    run_due_deliveries()
+    # The clock stands still: without jitter the eight failures would all be retried at one moment.
+    with time_machine.travel(timezone.now(), tick=False):
+        for _ in range(8):
+            webhook_test_send(endpoint=endpoint, actor=operator)
+        run_due_deliveries()
     next_times = set(Notification.objects.values_list("next_attempt_at", flat=True))
     assert len(next_times) == 8
 

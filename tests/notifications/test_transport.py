@@ -11,9 +11,7 @@ from backoffice.models import AuditEntry
 from notifications.endpoints import webhook_endpoint_create, webhook_test_send
 from notifications.models import DeliveryAttempt, NotificationStatus, WebhookEndpoint
 from notifications.transport import WebhookURLError, address_problem, webhook_url_check
-from tests.notifications.conftest import run_due_deliveries
-
-PUBLIC_ADDRESS = "93.184.215.14"  # never connected to: the network guard would fail the test
+from tests.helpers import PUBLIC_ADDRESS, run_due_deliveries
 
 # Hosts that are, or spell, a loopback / private / link-local / metadata / CG-NAT address.
 INTERNAL_URLS = [
@@ -96,12 +94,6 @@ MALFORMED_URLS = [
     "https://intranet/hooks",
     "https://unknown.merchant.example/hooks",  # does not resolve
 ]
-
-
-@pytest.fixture
-def public_dns(dns):
-    dns.answer("hooks.merchant.example", PUBLIC_ADDRESS)
-    return dns
 
 
 # --- at save -----------------------------------------------------------------------------------

@@ -12,23 +12,13 @@ from backoffice.models import AuditEntry, Job, JobStatus
 from backoffice.services import job_cancel
 from payments.models import Payment, PaymentAttempt, PaymentEvent
 from payments.states import AttemptOutcome, PaymentStatus
-from tests.backoffice.test_admin import action_choices, confirm_action, logged_in, messages_of, run_action
 from tests.factories import MerchantFactory, PaymentFactory, UserFactory
+from tests.helpers import action_choices, confirm_action, logged_in, messages_of, run_action
 
 pytestmark = pytest.mark.django_db
 
 PAYMENTS_URL = "/admin/payments/payment/"
 ADD_URL = "/admin/payments/payment/add/"
-
-
-@pytest.fixture
-def operator_client(operator):
-    return logged_in(operator)
-
-
-@pytest.fixture
-def viewer_client(viewer):
-    return logged_in(viewer)
 
 
 def statuses(*payments) -> list[str]:

@@ -8,8 +8,8 @@ from payments import services
 from payments.jobs import process_payment
 from payments.models import Refund, SettlementRequest
 from payments.states import PaymentStatus, RefundStatus
-from tests.backoffice.test_admin import action_choices, logged_in, messages_of
 from tests.factories import UserFactory
+from tests.helpers import action_choices, logged_in, messages_of
 
 pytestmark = pytest.mark.django_db
 
@@ -27,11 +27,9 @@ def users(db):
 
 
 @pytest.fixture
-def captured(make_payment):
-    payment = make_payment(amount_minor=100_00)
-    process_payment(payment.pk)
-    payment.refresh_from_db()
-    return payment
+def paid(captured):
+    """One succeeded payment of 100.00 EUR."""
+    return captured()
 
 
 def post(client, url, action, objects, **data):
@@ -49,17 +47,17 @@ def post(client, url, action, objects, **data):
         ("Viewers", set()),
     ],
 )
-def test_each_role_sees_only_its_payment_actions(users, role, offered, captured):
+def test_each_role_sees_only_its_payment_actions(users, role, offered, paid):
     response = logged_in(users[role]).get(PAYMENTS_URL)
     assert action_choices(response) == offered
 
 
-def test_refund_confirmation_defaults_to_the_remainder_and_refunds(users, captured):
+def test_refund_confirmation_defaults_to_the_remainder_and_refunds(users, paid):
     client = logged_in(users["Finance"])
-    page = post(client, PAYMENTS_URL, "refund", [captured])
+    page = post(client, PAYMENTS_URL, "refund", [paid])
     assert page.context["form"]["amount"].value() == "100.00"
     assert "Remaining refundable: 100.00 EUR" in page.content.decode()
-    done = post(client, PAYMENTS_URL, "refund", [captured], post="yes", amount="30.00", reason="damaged parcel")
+    done = post(client, PAYMENTS_URL, "refund", [paid], post="yes", amount="30.00", reason="damaged parcel")
     refund = Refund.objects.get()
     assert (refund.amount_minor, refund.status, refund.requested_by) == (30_00, RefundStatus.APPROVED, users["Finance"])
     assert any("1 refund requested" in message for message in messages_of(done))
@@ -75,37 +73,37 @@ def test_refund_confirmation_defaults_to_the_remainder_and_refunds(users, captur
         ("100.01", "remains refundable"),
     ],
 )
-def test_bad_refund_amounts_show_in_the_page_and_write_nothing(users, captured, amount, error):
+def test_bad_refund_amounts_show_in_the_page_and_write_nothing(users, paid, amount, error):
     client = logged_in(users["Finance"])
-    page = post(client, PAYMENTS_URL, "refund", [captured], post="yes", amount=amount, reason="r")
+    page = post(client, PAYMENTS_URL, "refund", [paid], post="yes", amount=amount, reason="r")
     assert page.status_code == 200 and error in page.content.decode()
     assert page.context["form"]["amount"].value() == amount
     assert not Refund.objects.exists() and not AuditEntry.objects.filter(action="refund_request").exists()
 
 
-def test_refund_needs_a_reason(users, captured):
-    page = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [captured], post="yes", amount="1", reason="")
+def test_refund_needs_a_reason(users, paid):
+    page = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [paid], post="yes", amount="1", reason="")
     assert "This field is required" in page.content.decode()
     assert not Refund.objects.exists()
 
 
-def test_refund_on_several_payments_reports_refused_ones(users, captured, make_payment):
+def test_refund_on_several_payments_reports_refused_ones(users, paid, make_payment):
     pending = make_payment()
-    done = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [captured, pending], post="yes", reason="recall")
+    done = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [paid, pending], post="yes", reason="recall")
     assert any("1 refund requested, 1 skipped: not refundable" in message for message in messages_of(done))
     assert Refund.objects.get().amount_minor == 100_00
 
 
 @pytest.mark.parametrize("role", ["Operators", "Approvers", "Viewers"])
-def test_forged_refund_posts_are_refused(users, captured, role):
-    post(logged_in(users[role]), PAYMENTS_URL, "refund", [captured], post="yes", amount="10", reason="forged")
+def test_forged_refund_posts_are_refused(users, paid, role):
+    post(logged_in(users[role]), PAYMENTS_URL, "refund", [paid], post="yes", amount="10", reason="forged")
     assert not Refund.objects.exists()
 
 
 @pytest.fixture
-def big_refund(users, captured, settings):
+def big_refund(users, paid, settings):
     settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
-    return services.refund_request(payment=captured, amount_minor=80_00, reason="big", requested_by=users["Finance"])
+    return services.refund_request(payment=paid, amount_minor=80_00, reason="big", requested_by=users["Finance"])
 
 
 def test_awaiting_my_approval_lists_what_others_asked(users, big_refund):
@@ -122,10 +120,10 @@ def test_approver_approves_and_the_refund_job_is_queued(users, big_refund):
     assert AuditEntry.objects.filter(action="refund_approve", actor=users["Approvers"]).exists()
 
 
-def test_the_requester_cannot_approve_their_own_refund(users, captured, settings):
+def test_the_requester_cannot_approve_their_own_refund(users, paid, settings):
     settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
     both = UserFactory(username="finance-and-approver", roles=["Finance", "Approvers"])
-    refund = services.refund_request(payment=captured, amount_minor=80_00, reason="big", requested_by=both)
+    refund = services.refund_request(payment=paid, amount_minor=80_00, reason="big", requested_by=both)
     page = post(logged_in(both), REFUNDS_URL, "approve", [refund], post="yes", note="me")
     assert "second person" in page.content.decode()
     refund.refresh_from_db()
@@ -186,8 +184,8 @@ def test_manual_settlement_through_the_admin(users, make_payment):
     assert payment.status == PaymentStatus.FAILED
 
 
-def test_the_refund_report_says_which_refunds_wait_for_a_second_person(users, captured, settings):
+def test_the_refund_report_says_which_refunds_wait_for_a_second_person(users, paid, settings):
     settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
-    done = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [captured], post="yes", amount="80", reason="r")
+    done = post(logged_in(users["Finance"]), PAYMENTS_URL, "refund", [paid], post="yes", amount="80", reason="r")
     refund = Refund.objects.get()
     assert any("await a second person's approval" in m and refund.public_id in m for m in messages_of(done))

@@ -1,7 +1,9 @@
 import pytest
 from django.core.exceptions import ValidationError
+from hypothesis import given
+from hypothesis import strategies as st
 
-from payments.money import currency_exponent, format_minor, parse_major_amount
+from payments.money import currency_exponent, format_major, format_minor, parse_major_amount
 
 
 @pytest.mark.parametrize(("code", "exponent"), [("EUR", 2), ("JPY", 0), ("KWD", 3), ("USD", 2)])
@@ -69,3 +71,21 @@ def test_commas_are_accepted_only_between_thousands():
     assert parse_major_amount("1,234,567", "JPY") == 1_234_567
     with pytest.raises(ValidationError, match="Use a point for decimals"):
         parse_major_amount("12,34", "EUR")  # a decimal comma must never become 1,234.00
+
+
+CURRENCIES = st.sampled_from(["EUR", "JPY", "KWD", "USD", "CLF", "BHD"])
+
+
+@given(amount_minor=st.integers(1, 10**15 - 1), currency=CURRENCIES, grouped=st.booleans())
+def test_formatting_then_parsing_gives_back_the_amount(amount_minor, currency, grouped):
+    text = format_major(amount_minor, currency, grouped=grouped)
+    assert parse_major_amount(text, currency) == amount_minor
+    assert format_minor(amount_minor, currency) == f"{format_major(amount_minor, currency, grouped=True)} {currency}"
+
+
+@given(whole=st.integers(1, 10**9), fraction=st.integers(0, 9999), currency=CURRENCIES, grouped=st.booleans())
+def test_parsing_then_formatting_gives_back_the_text(whole, fraction, currency, grouped):
+    exponent = currency_exponent(currency)
+    digits = str(fraction).zfill(4)[:exponent]
+    text = f"{whole:{',' if grouped else ''}}" + (f".{digits}" if exponent else "")
+    assert format_major(parse_major_amount(text, currency), currency, grouped=grouped) == text

@@ -6,8 +6,7 @@ from django.test import Client
 
 from payments.models import Membership
 from tests.factories import MerchantFactory, UserFactory
-from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
-from tests.payments.test_portal_support import PASSWORD, merchant_user, url
+from tests.helpers import PASSWORD, merchant_user, url
 
 pytestmark = pytest.mark.django_db
 

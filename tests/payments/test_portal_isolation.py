@@ -3,11 +3,10 @@
 import pytest
 from django.test import Client
 
-import payments.urls
+import payments.portal.urls
 from backoffice.models import AuditEntry, Job
 from payments.models import Payment, PaymentEvent, Refund
-from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
-from tests.payments.test_portal_support import url
+from tests.helpers import url
 
 pytestmark = pytest.mark.django_db
 
@@ -75,7 +74,7 @@ def test_a_forged_session_merchant_falls_back_to_a_merchant_of_the_user(owner_cl
 
 def test_every_portal_url_is_covered_by_these_tests():
     """A new view must be added to the isolation tests (and to the lists below)."""
-    assert {pattern.name for pattern in payments.urls.urlpatterns} == {
+    assert {pattern.name for pattern in payments.portal.urls.urlpatterns} == {
         "dashboard",
         "login",
         "logout",

@@ -11,8 +11,7 @@ from payments.portal.reports import AttentionItem
 from payments.portal.sections import dashboard_attention, payment_page_sections
 from payments.states import PaymentStatus
 from tests.factories import PaymentFactory
-from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
-from tests.payments.test_portal_support import url
+from tests.helpers import url
 
 pytestmark = pytest.mark.django_db
 

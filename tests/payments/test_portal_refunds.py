@@ -6,8 +6,7 @@ from payments import services
 from payments.models import Membership, Refund
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import PaymentFactory, UserFactory
-from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
-from tests.payments.test_portal_support import merchant_user, url
+from tests.helpers import merchant_user, url
 
 pytestmark = pytest.mark.django_db
 

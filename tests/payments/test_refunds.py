@@ -23,20 +23,6 @@ def approver(db):
     return UserFactory(username="arthur-approver", roles=["Approvers"])
 
 
-@pytest.fixture
-def captured(make_payment):
-    """A succeeded payment of 100.00 EUR."""
-
-    def make(amount_minor=100_00, currency="EUR"):
-        payment = make_payment(amount_minor=amount_minor, currency=currency)
-        process_payment(payment.pk)
-        payment.refresh_from_db()
-        assert payment.status == PaymentStatus.SUCCEEDED
-        return payment
-
-    return make
-
-
 def run_refund_jobs(refund):
     for job in Job.objects.filter(func=services.REFUND_JOB, kwargs__refund_id=refund.pk, status=JobStatus.PENDING):
         run_job(str(job.pk))
@@ -123,7 +109,9 @@ def test_refund_above_threshold_needs_second_approver(captured, finance, approve
 
 def test_threshold_is_per_currency(captured, finance, settings):
     settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"JPY": "5000", "default": "1"}
-    yen = services.refund_request(payment=captured(10_000, "JPY"), amount_minor=4_999, reason="r", requested_by=finance)
+    yen = services.refund_request(
+        payment=captured(amount_minor=10_000, currency="JPY"), amount_minor=4_999, reason="r", requested_by=finance
+    )
     assert yen.status == RefundStatus.APPROVED
     euro = services.refund_request(payment=captured(), amount_minor=1_00, reason="r", requested_by=finance)
     assert euro.status == RefundStatus.REQUESTED

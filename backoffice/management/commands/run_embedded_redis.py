@@ -12,5 +12,5 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         socket_path = settings.EMBEDDED_REDIS_SOCKET
         socket_path.parent.mkdir(parents=True, exist_ok=True)
-        command = redis_server_command(socket_path)
+        command = redis_server_command(directory=socket_path.parent, socket_path=socket_path)
         os.execv(command[0], command)  # noqa: S606 - replace this process with redis-server

@@ -2,12 +2,12 @@
 notifications.endpoints and put a service's refusal back on the form."""
 
 from django import forms
-from django.core.exceptions import ValidationError
 
+from backoffice.forms import ServiceForm
 from notifications.events import SUBSCRIBABLE_EVENTS, EventType
 
 
-class WebhookEndpointForm(forms.Form):
+class WebhookEndpointForm(ServiceForm):
     url = forms.CharField(
         label="URL",
         max_length=2000,
@@ -22,11 +22,3 @@ class WebhookEndpointForm(forms.Form):
         choices=[(event, EventType(event).label) for event in SUBSCRIBABLE_EVENTS],
         help_text="Tick none to receive every event.",
     )
-
-    def add_service_error(self, error: ValidationError) -> None:
-        """Put a refusal of webhook_endpoint_create / _update on the fields it names (the rest above the form)."""
-        if not hasattr(error, "error_dict"):
-            self.add_error(None, error)
-            return
-        for name, errors in error.error_dict.items():
-            self.add_error(name if name in self.fields else None, errors)

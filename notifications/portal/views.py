@@ -3,7 +3,7 @@ notifications parts of the portal's dashboard and payment pages.
 
 Payments never imports notifications: this module uses the portal's access rules from
 payments.portal and fills the seams payments.portal.sections offers (its receivers are
-connected by notifications.receivers.connect_receivers; its URLs are in portal_urls)."""
+connected by notifications.receivers.connect_receivers; its URLs are in notifications.portal.urls)."""
 
 from datetime import timedelta
 
@@ -28,7 +28,7 @@ from notifications.endpoints import (
     webhook_test_send,
 )
 from notifications.models import Channel, DeliveryAttempt, Notification, NotificationStatus, WebhookEndpoint
-from notifications.portal_forms import WebhookEndpointForm
+from notifications.portal.forms import WebhookEndpointForm
 from notifications.signing import mask_secret
 from payments.portal.access import merchant_view
 from payments.portal.reports import AttentionItem

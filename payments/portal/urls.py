@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
 from payments.portal import views
-from payments.urls_converters import PublicPaymentId
+from payments.portal.converters import PublicPaymentId
 
 register_converter(PublicPaymentId, "public_id")
 

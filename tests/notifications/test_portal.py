@@ -1,46 +1,32 @@
-"""The portal's webhook settings (notifications.portal_views, portal_urls): owners only, scoped to the
+"""The portal's webhook settings (notifications.portal): owners only, scoped to the
 merchant."""
 
 import re
-import socket
 
 import pytest
 from django.core import mail
 from django.test import Client, override_settings
 from django.urls import reverse
 
-import notifications.portal_urls
+import notifications.portal.urls
 from backoffice.models import AuditEntry, Job
 from notifications.delivery import DELIVER_JOB
 from notifications.endpoints import webhook_endpoint_create
 from notifications.jobs import deliver_notification
 from notifications.models import Notification, NotificationStatus, WebhookEndpoint
 from payments.jobs import process_payment
-from tests.notifications.conftest import run_due_deliveries
-from tests.payments.test_portal_support import *  # noqa: F403  (the portal fixtures)
-from tests.payments.test_portal_support import url
+from tests.helpers import run_due_deliveries, url
 
 pytestmark = pytest.mark.django_db
 
-_real_getaddrinfo = socket.getaddrinfo
 PUBLIC_NAMES = {"hooks.merchant.example": "93.184.216.34", "hooks.other.example": "93.184.216.35"}
 PRIVATE_NAMES = {"intranet.merchant.example": "10.0.0.5"}
 
 
 @pytest.fixture(autouse=True)
-def fake_dns(monkeypatch):
-    """Our names resolve without the network; numeric hosts as the real resolver spells them."""
-
-    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        address = {**PUBLIC_NAMES, **PRIVATE_NAMES}.get(name)
-        if address:
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
-        if name == "localhost":  # pytest-httpserver's receiver
-            return _real_getaddrinfo(host, port, family, type, proto, flags)
-        return _real_getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+def portal_dns(dns):
+    for name, address in {**PUBLIC_NAMES, **PRIVATE_NAMES}.items():
+        dns.answer(name, address)
 
 
 def wurl(name: str, *args) -> str:
@@ -269,7 +255,7 @@ EDIT_POST = {"url": "https://hooks.merchant.example/forged", "description": "for
 
 
 def test_every_webhook_url_is_covered_by_these_tests():
-    assert {p.name for p in notifications.portal_urls.urlpatterns} == {"list", "new", *ENDPOINT_GETS, *ENDPOINT_POSTS}
+    assert {p.name for p in notifications.portal.urls.urlpatterns} == {"list", "new", *ENDPOINT_GETS, *ENDPOINT_POSTS}
 
 
 def endpoint_state(endpoint) -> tuple:

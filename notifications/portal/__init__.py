@@ -1,0 +1,1 @@
+"""The merchant portal's webhook pages: urls, forms, views."""
