@@ -5,7 +5,7 @@ import signal
 
 from django.utils.module_loading import import_string
 
-from tests.conftest import PROCFILE_WORKER_CLASS
+from tests.helpers import PROCFILE_WORKER_CLASS
 
 
 class DiesRightAfterTakingAJob(import_string(PROCFILE_WORKER_CLASS)):
