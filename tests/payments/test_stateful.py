@@ -199,8 +199,8 @@ def test_random_operation_sequences_keep_the_payment_invariants():
     run_state_machine_as_test(
         PaymentMachine,
         settings=settings(
-            max_examples=40,
-            stateful_step_count=25,
+            max_examples=20,
+            stateful_step_count=20,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
