@@ -70,7 +70,7 @@ def _json_safe(result):
         return {"repr": repr(result)[:2000]}
 
 
-def _retry_delay_seconds(attempts: int) -> float:
+def retry_delay_seconds(attempts: int) -> float:
     """Back-off before the next attempt; past the schedule's end, its last wait again."""
     return backoff_delay_seconds(settings.JOBS_RETRY_BACKOFF_SECONDS, attempts, repeat_last=True) or 0.0
 
@@ -266,7 +266,7 @@ def run_job(job_id: str) -> dict:
         elif job.attempts < job.max_attempts:
             fields.update(
                 status=JobStatus.RETRYING,
-                run_at=finished + timedelta(seconds=_retry_delay_seconds(job.attempts)),
+                run_at=finished + timedelta(seconds=retry_delay_seconds(job.attempts)),
             )
         else:
             fields.update(status=JobStatus.FAILED)
