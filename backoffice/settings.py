@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "csp",
     "backoffice",
     "payments",
+    "ledger",
     "notifications",
 ]
 
@@ -209,6 +210,25 @@ TRUSTED_PROXY_COUNT = env.int("PAYDESK_TRUSTED_PROXY_COUNT", default=0)
 TRUSTED_PROXY_IPS = env.list("PAYDESK_TRUSTED_PROXY_IPS", default=[])
 AXES_CLIENT_IP_CALLABLE = "backoffice.client_address.client_address"
 
+# The ledger (ledger app). Captured funds become available this many days after capture,
+# unless a merchant's terms say otherwise (T+2).
+LEDGER_RELEASE_DELAY_DAYS = env.int("LEDGER_RELEASE_DELAY_DAYS", default=2)
+# The fee rate, in basis points, for a currency with no price at all (no merchant price and no
+# default price row for it); 290 = 2.90 %, with no fixed part.
+LEDGER_DEFAULT_FEE_RATE_BPS = env.int("LEDGER_DEFAULT_FEE_RATE_BPS", default=290)
+# Captures released per transaction by the pending -> available job.
+LEDGER_RELEASE_BATCH_SIZE = env.int("LEDGER_RELEASE_BATCH_SIZE", default=500)
+# On-demand payouts at or above this amount (major units, per currency, "default" for the
+# rest) need a second person with approve_payout.
+LEDGER_PAYOUT_APPROVAL_THRESHOLD = env.dict(
+    "LEDGER_PAYOUT_APPROVAL_THRESHOLD",
+    default={"EUR": "10000", "USD": "11000", "GBP": "9000", "JPY": "1600000", "KWD": "3400", "default": "10000"},
+)
+# When `rqcron ledger.cron` (the Procfile's ledger line) runs the daily payouts (cron syntax, the server's time zone).
+LEDGER_PAYOUTS_CRON = env.str("LEDGER_PAYOUTS_CRON", default="0 6 * * *")
+LEDGER_RELEASE_INTERVAL_SECONDS = env.int("LEDGER_RELEASE_INTERVAL_SECONDS", default=600)
+LEDGER_DRIFT_CHECK_CRON = env.str("LEDGER_DRIFT_CHECK_CRON", default="30 5 * * *")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -328,6 +348,8 @@ for _name in (
     "JOBS_BATCH_TICK_SECONDS",
     "PAYMENTS_BATCH_IN_FLIGHT",
     "PAYMENTS_PROCESSOR_MAX_CONNECTIONS",
+    "LEDGER_RELEASE_BATCH_SIZE",
+    "LEDGER_RELEASE_INTERVAL_SECONDS",
 ):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")
@@ -371,7 +393,7 @@ for _schedule in ("JOBS_RETRY_BACKOFF_SECONDS", "WEBHOOKS_RETRY_SCHEDULE_SECONDS
         raise ImproperlyConfigured(f"{_schedule} cannot hold a negative delay.")
 
 
-def _check_refund_thresholds(thresholds: dict) -> None:
+def _check_refund_thresholds(thresholds: dict, name: str = "PAYMENTS_REFUND_APPROVAL_THRESHOLD") -> None:
     from decimal import Decimal, InvalidOperation
 
     from iso4217 import Currency
@@ -380,17 +402,18 @@ def _check_refund_thresholds(thresholds: dict) -> None:
         known = code.isupper() and Currency.__members__.get(code)
         exponent = 3 if code == "default" else getattr(known or None, "exponent", None)
         if exponent is None:
-            raise ImproperlyConfigured(
-                f"PAYMENTS_REFUND_APPROVAL_THRESHOLD: {code!r} is not an ISO 4217 code (upper case) or 'default'."
-            )
+            raise ImproperlyConfigured(f"{name}: {code!r} is not an ISO 4217 code (upper case) or 'default'.")
         try:
             value = Decimal(str(amount))
         except InvalidOperation:
             value = None
         if value is None or not value.is_finite() or value < 0 or value.as_tuple().exponent < -exponent:
-            raise ImproperlyConfigured(
-                f"PAYMENTS_REFUND_APPROVAL_THRESHOLD: {code}={amount!r} is not an amount in major units."
-            )
+            raise ImproperlyConfigured(f"{name}: {code}={amount!r} is not an amount in major units.")
 
 
 _check_refund_thresholds(PAYMENTS_REFUND_APPROVAL_THRESHOLD)
+_check_refund_thresholds(LEDGER_PAYOUT_APPROVAL_THRESHOLD, "LEDGER_PAYOUT_APPROVAL_THRESHOLD")
+if LEDGER_RELEASE_DELAY_DAYS < 0 or not 0 <= LEDGER_DEFAULT_FEE_RATE_BPS <= 10_000:
+    raise ImproperlyConfigured(
+        "LEDGER_RELEASE_DELAY_DAYS cannot be negative; LEDGER_DEFAULT_FEE_RATE_BPS is 0 to 10000."
+    )

@@ -1,0 +1,36 @@
+"""Receivers of the payments app's domain signals. Each runs inside the transaction of the
+status change (payments sends them there), so a posting commits or rolls back with it.
+Payments never imports the ledger."""
+
+from ledger import services
+from payments.signals import payment_status_changed, refund_status_changed
+from payments.states import PaymentStatus, RefundStatus
+
+
+def payment_status_changed_post(sender, *, payment, event, from_status, to_status, **kwargs) -> None:
+    if to_status != PaymentStatus.SUCCEEDED:
+        return
+    # From unknown with a person as actor: a manual settlement approved by a second person.
+    settled_by_hand = from_status == PaymentStatus.UNKNOWN and event.actor_id is not None
+    memo = f"capture of {payment.public_id} (manual settlement)" if settled_by_hand else ""
+    services.capture_post(payment=payment, memo=memo, posted_by=event.actor)
+
+
+def refund_status_changed_post(sender, *, refund, event, from_status, to_status, **kwargs) -> None:
+    if from_status == "":
+        services.refund_hold_post(refund=refund)
+    elif to_status == RefundStatus.SUCCEEDED:
+        services.refund_post(refund=refund)
+    elif to_status in (RefundStatus.FAILED, RefundStatus.REJECTED):
+        services.refund_release_post(refund=refund)
+
+
+HOOKS = [
+    (payment_status_changed, payment_status_changed_post, "ledger.payment_status_changed"),
+    (refund_status_changed, refund_status_changed_post, "ledger.refund_status_changed"),
+]
+
+
+def connect_receivers() -> None:
+    for signal, receiver, dispatch_uid in HOOKS:
+        signal.connect(receiver, dispatch_uid=dispatch_uid)
