@@ -5,4 +5,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("merchant/", include("payments.portal.urls")),
     path("merchant/webhooks/", include("notifications.portal.urls")),
+    path("merchant/balance/", include("ledger.portal.urls")),
 ]

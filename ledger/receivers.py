@@ -1,8 +1,11 @@
 """Receivers of the payments app's domain signals. Each runs inside the transaction of the
 status change (payments sends them there), so a posting commits or rolls back with it.
-Payments never imports the ledger."""
+Payments never imports the ledger. Also hooked here: the fee and net section of the portal's
+payment page (ledger.portal.views)."""
 
 from ledger import services
+from ledger.portal.views import payment_fee_section
+from payments.portal.sections import payment_page_sections
 from payments.signals import payment_status_changed, refund_status_changed
 from payments.states import PaymentStatus, RefundStatus
 
@@ -28,6 +31,7 @@ def refund_status_changed_post(sender, *, refund, event, from_status, to_status,
 HOOKS = [
     (payment_status_changed, payment_status_changed_post, "ledger.payment_status_changed"),
     (refund_status_changed, refund_status_changed_post, "ledger.refund_status_changed"),
+    (payment_page_sections, payment_fee_section, "ledger.portal.views.payment_fee_section"),
 ]
 
 
