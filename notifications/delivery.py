@@ -15,6 +15,7 @@ from backoffice.actors import Actor
 from backoffice.backoff import backoff_delay_seconds
 from backoffice.models import Job
 from backoffice.services import audit_record, job_enqueue
+from ledger.models import Payout
 from notifications.emails import notification_email
 from notifications.errors import NotificationError
 from notifications.events import EMAILED_EVENTS, event_body, new_event_id
@@ -69,6 +70,7 @@ def notifications_create_for_event(
     payment: Payment | None = None,
     payment_event: PaymentEvent | None = None,
     refund: Refund | None = None,
+    payout: Payout | None = None,
 ) -> list[Notification]:
     """In the caller's transaction: one Notification (and its delivery Job) per enabled
     endpoint of the merchant that wants this event, plus an e-mail to the merchant's contact
@@ -83,6 +85,7 @@ def notifications_create_for_event(
         "payment": payment,
         "payment_event": payment_event,
         "refund": refund,
+        "payout": payout,
     }
     created = [
         notification_create(channel=Channel.WEBHOOK, endpoint=endpoint, destination=endpoint.url, **common)
@@ -116,6 +119,7 @@ def notification_resend(*, notification: Notification, actor: Actor, reason: str
             payment_id=original.payment_id,
             payment_event_id=original.payment_event_id,
             refund_id=original.refund_id,
+            payout_id=original.payout_id,
             body=original.body,
             channel=original.channel,
             endpoint_id=original.endpoint_id,

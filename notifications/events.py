@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.db.models import TextChoices
 
+from ledger.states import PayoutStatus
 from payments.states import PaymentStatus, RefundStatus
 
 EVENT_ID_ALPHABET = string.ascii_letters + string.digits
@@ -21,6 +22,10 @@ class EventType(TextChoices):
     PAYMENT_REFUNDED = "payment.refunded", "Payment refunded"
     REFUND_SUCCEEDED = "refund.succeeded", "Refund succeeded"
     REFUND_FAILED = "refund.failed", "Refund failed"
+    PAYOUT_CREATED = "payout.created", "Payout created"
+    PAYOUT_IN_TRANSIT = "payout.in_transit", "Payout in transit"
+    PAYOUT_PAID = "payout.paid", "Payout paid"
+    PAYOUT_FAILED = "payout.failed", "Payout failed"
     WEBHOOK_TEST = "webhook.test", "Test webhook"
     WEBHOOK_ENDPOINT_DISABLED = "webhook_endpoint.disabled", "Webhook endpoint disabled"
 
@@ -41,6 +46,15 @@ REFUND_STATUS_EVENTS: dict[str, str] = {
     RefundStatus.FAILED: EventType.REFUND_FAILED,
 }
 
+# Payout status -> event. Requested (awaiting a second staff member) and rejected are internal:
+# a payout exists for the merchant from the moment its money leaves the balance (pending).
+PAYOUT_STATUS_EVENTS: dict[str, str] = {
+    PayoutStatus.PENDING: EventType.PAYOUT_CREATED,
+    PayoutStatus.IN_TRANSIT: EventType.PAYOUT_IN_TRANSIT,
+    PayoutStatus.PAID: EventType.PAYOUT_PAID,
+    PayoutStatus.FAILED: EventType.PAYOUT_FAILED,
+}
+
 # Events a merchant subscribes endpoints to (test sends go regardless).
 SUBSCRIBABLE_EVENTS: tuple[str, ...] = (
     EventType.PAYMENT_SUCCEEDED,
@@ -50,6 +64,10 @@ SUBSCRIBABLE_EVENTS: tuple[str, ...] = (
     EventType.PAYMENT_REFUNDED,
     EventType.REFUND_SUCCEEDED,
     EventType.REFUND_FAILED,
+    EventType.PAYOUT_CREATED,
+    EventType.PAYOUT_IN_TRANSIT,
+    EventType.PAYOUT_PAID,
+    EventType.PAYOUT_FAILED,
 )
 
 # Events that also go to the merchant's contact address by e-mail.
@@ -100,6 +118,20 @@ def refund_public_fields(refund) -> dict:
         "currency": refund.payment.currency,
         "failure_code": refund.error_code,
         "created_at": _iso(refund.created_at),
+    }
+
+
+def payout_public_fields(payout) -> dict:
+    """A payout as merchants see it: never staff names, notes or internal ids."""
+    return {
+        "object": "payout",
+        "id": payout.public_id,
+        "status": payout.status,
+        "amount_minor": payout.amount_minor,
+        "currency": payout.currency,
+        "bank_reference": payout.bank_reference,
+        "failure_reason": payout.failure_reason,
+        "created_at": _iso(payout.created_at),
     }
 
 

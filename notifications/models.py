@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from ledger.models import Payout
 from notifications.events import SUBSCRIBABLE_EVENTS, EventType
 from notifications.signing import new_signing_secret
 from notifications.transport import validate_webhook_url
@@ -117,6 +118,7 @@ class Notification(models.Model):
         help_text="The status change that raised it.",
     )
     refund = models.ForeignKey(Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications")
+    payout = models.ForeignKey(Payout, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications")
     channel = models.CharField(max_length=10, choices=Channel.choices)
     endpoint = models.ForeignKey(
         WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"

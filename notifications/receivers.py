@@ -4,11 +4,14 @@ Also hooked here, from NotificationsConfig.ready(): the merchant portal's seams 
 webhooks on the dashboard, a payment's notifications on its page), drawn in notifications.portal.views.
 """
 
+from ledger.signals import payout_status_changed
 from notifications.delivery import notifications_create_for_event
 from notifications.events import (
     PAYMENT_STATUS_EVENTS,
+    PAYOUT_STATUS_EVENTS,
     REFUND_STATUS_EVENTS,
     payment_public_fields,
+    payout_public_fields,
     refund_public_fields,
 )
 from notifications.portal.views import payment_notifications_section, webhook_attention
@@ -42,10 +45,20 @@ def refund_status_changed_notify(sender, *, refund, event, from_status, to_statu
     )
 
 
+def payout_status_changed_notify(sender, *, payout, event, from_status, to_status, **kwargs) -> None:
+    event_type = PAYOUT_STATUS_EVENTS.get(to_status)
+    if event_type is None:
+        return
+    notifications_create_for_event(
+        merchant=payout.merchant, event_type=event_type, data=payout_public_fields(payout), payout=payout
+    )
+
+
 # (signal, receiver, dispatch_uid): one line per hooked signal.
 HOOKS = [
     (payment_status_changed, payment_status_changed_notify, "notifications.payment_status_changed"),
     (refund_status_changed, refund_status_changed_notify, "notifications.refund_status_changed"),
+    (payout_status_changed, payout_status_changed_notify, "notifications.payout_status_changed"),
     (dashboard_attention, webhook_attention, "notifications.portal.views.webhook_attention"),
     (payment_page_sections, payment_notifications_section, "notifications.portal.views.payment_notifications_section"),
 ]
