@@ -193,8 +193,22 @@ class Batch:
         attempt_keys = PaymentAttempt.objects.filter(payment__merchant=self.merchant).values("idempotency_key")
         SimulatedGatewayRecord.objects.filter(idempotency_key__in=attempt_keys).delete()
         job_ids: list[str] = []
-        _delete_with_dependents(Merchant.objects.filter(pk=self.merchant.pk), job_ids=job_ids, path=())
+        with ledger_triggers_off():
+            _delete_with_dependents(Merchant.objects.filter(pk=self.merchant.pk), job_ids=job_ids, path=())
         _delete_rq_jobs(self.rq_job_ids + job_ids)
+
+
+@contextmanager
+def ledger_triggers_off():
+    """A transaction in which PostgreSQL fires no triggers (superuser only): the ledger's
+    entries are immutable by trigger, and the bench's throwaway ones must go with their
+    merchant. Foreign keys are not checked either, so delete dependents first (as above)."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL session_replication_role = replica")
+        yield
 
 
 def _delete_with_dependents(queryset, *, job_ids: list[str], path: tuple) -> None:

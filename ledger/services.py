@@ -49,18 +49,25 @@ Line = tuple[Account, int]
 # --- accounts ------------------------------------------------------------------------------
 
 
-def _accounts(merchant_id: int | None, currency: str) -> dict[str, Account]:
-    """The merchant's (or, with None, the platform's) accounts in a currency, created on first use."""
-    kinds = MERCHANT_KINDS if merchant_id is not None else PLATFORM_KINDS
-    found = {account.kind: account for account in Account.objects.filter(merchant_id=merchant_id, currency=currency)}
-    if len(found) < len(kinds):
+def _accounts(merchant_id: int | None, currency: str, *, with_platform: bool = False) -> dict[str, Account]:
+    """The merchant's (or, with None, the platform's) accounts in a currency, created on first
+    use; with_platform adds the platform's in the same query."""
+    wanted = [(merchant_id, MERCHANT_KINDS if merchant_id is not None else PLATFORM_KINDS)]
+    if with_platform and merchant_id is not None:
+        wanted.append((None, PLATFORM_KINDS))
+    owners = Q(merchant_id=merchant_id) if merchant_id is not None else Q(merchant__isnull=True)
+    if with_platform:
+        owners |= Q(merchant__isnull=True)
+    found = {a.kind: a for a in Account.objects.filter(owners, currency=currency)}
+    missing = [(owner, kind) for owner, kinds in wanted for kind in kinds if kind not in found]
+    if missing:
         validate_currency(currency)
         # Two first postings at once both try: the unique constraints keep one of each.
         Account.objects.bulk_create(
-            [Account(merchant_id=merchant_id, kind=kind, currency=currency) for kind in kinds if kind not in found],
+            [Account(merchant_id=owner, kind=kind, currency=currency) for owner, kind in missing],
             ignore_conflicts=True,
         )
-        found = {a.kind: a for a in Account.objects.filter(merchant_id=merchant_id, currency=currency)}
+        found = {a.kind: a for a in Account.objects.filter(owners, currency=currency)}
     return found
 
 
@@ -111,7 +118,8 @@ def _post(
     _check_lines(lines)
     if not idempotency_key or len(idempotency_key) > 200:
         raise LedgerError("An idempotency key of 1 to 200 characters is required.", code="idempotency_key")
-    with transaction.atomic():
+    # No savepoint of its own: a failure here fails the caller's transaction, posting and all.
+    with transaction.atomic(savepoint=False):
         # Merchant accounts keep running totals: lock them in id order (no deadlock between
         # postings), then check the key, so a concurrent duplicate waits and finds the first.
         kept_ids = sorted({account.pk for account, _ in lines if account.keeps_balance})
@@ -212,8 +220,8 @@ def adjustment_post(
     if account_kind not in kinds or account_kind == K.ADJUSTMENTS:
         raise LedgerError({"account_kind": [f"Choose one of {', '.join(k for k in kinds if k != K.ADJUSTMENTS)}."]})
     with transaction.atomic():
-        target = _accounts(getattr(merchant, "pk", None), currency)[account_kind]
-        counter = platform_accounts(currency)[K.ADJUSTMENTS]
+        accounts = _accounts(getattr(merchant, "pk", None), currency, with_platform=True)
+        target, counter = accounts[account_kind], accounts[K.ADJUSTMENTS]
         posted, created = _post(
             cause=Cause.ADJUSTMENT,
             idempotency_key=idempotency_key,
@@ -309,12 +317,11 @@ def capture_post(*, payment: Payment, memo: str = "", posted_by=None) -> Transac
     currency, gross = payment.currency, payment.amount_minor
     fee = fee_for(merchant=payment.merchant_id, currency=currency, amount_minor=gross)
     net = gross - fee.fee_minor
-    merchant = _accounts(payment.merchant_id, currency)
-    platform = _accounts(None, currency)
+    accounts = _accounts(payment.merchant_id, currency, with_platform=True)
     lines = [
-        (platform[K.PROCESSOR_RECEIVABLE], -gross),
-        (merchant[K.PENDING], net),
-        (platform[K.FEE_REVENUE], fee.fee_minor),
+        (accounts[K.PROCESSOR_RECEIVABLE], -gross),
+        (accounts[K.PENDING], net),
+        (accounts[K.FEE_REVENUE], fee.fee_minor),
     ]
     posted, created = _post(
         cause=Cause.CAPTURE,
@@ -346,9 +353,7 @@ def capture_post(*, payment: Payment, memo: str = "", posted_by=None) -> Transac
 
 def _refund_lines(refund: Refund, source: str, target: str) -> list[Line]:
     payment = refund.payment
-    merchant = _accounts(payment.merchant_id, payment.currency)
-    platform = _accounts(None, payment.currency)
-    accounts = {**merchant, **platform}
+    accounts = _accounts(payment.merchant_id, payment.currency, with_platform=True)
     return [(accounts[source], -refund.amount_minor), (accounts[target], refund.amount_minor)]
 
 
@@ -465,7 +470,7 @@ def _payout_transition(payout: Payout, name: str, *, actor=None, actor_label: st
 
 
 def _payout_move(payout: Payout, cause: str, source: str, target: str, *, actor=None, memo: str = "") -> Transaction:
-    accounts = {**_accounts(payout.merchant_id, payout.currency), **_accounts(None, payout.currency)}
+    accounts = _accounts(payout.merchant_id, payout.currency, with_platform=True)
     posted, _ = _post(
         cause=cause,
         idempotency_key=f"{cause}:{payout.public_id}",
