@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from backoffice.admin import ReadOnlyAdminMixin
 from backoffice.admin_actions import confirm_with_form, confirm_with_reason
+from backoffice.admin_base import PaydeskModelAdmin
 from ledger.models import (
     Account,
     CapturedFunds,
@@ -48,7 +49,7 @@ def _link(obj, text=None) -> str:
 
 
 @admin.register(Account)
-class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AccountAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["__str__", "merchant", "kind", "currency", "balance", "entries_link"]
     list_filter = ["kind", "currency", ("merchant", admin.EmptyFieldListFilter)]
     search_fields = ["merchant__name", "merchant__slug"]
@@ -92,7 +93,7 @@ class CorrectionForm(forms.Form):
 
 
 @admin.register(Transaction)
-class TransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class TransactionAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["id", "cause", "merchant", "payment", "refund", "payout", "memo", "created_at"]
     list_filter = ["cause", "created_at"]
     search_fields = ["=idempotency_key", "=payment__public_id", "=refund__public_id", "=payout__public_id"]
@@ -140,7 +141,7 @@ class TransactionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Entry)
-class EntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class EntryAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["id", "transaction_link", "account", "amount", "balance_after_minor", "created_at"]
     list_filter = ["account__kind", "account__currency"]
     search_fields = ["=transaction__idempotency_key"]
@@ -155,9 +156,8 @@ class EntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def amount(self, entry: Entry) -> str:
         return entry.amount_display
 
-    def lookup_allowed(self, lookup, value, request=None):
-        # The account page links to its entries.
-        return lookup == "account__id__exact" or super().lookup_allowed(lookup, value, request)
+    # The account page links to its entries.
+    extra_lookups = ("account__id__exact",)
 
 
 class PayoutEventInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -204,7 +204,7 @@ class PaidForm(forms.Form):
 
 
 @admin.register(Payout)
-class PayoutAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class PayoutAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["public_id", "merchant", "amount", "status", "origin", "needs_approval", "created_at"]
     list_filter = ["status", "origin", "currency", "needs_approval", "created_at"]
     search_fields = ["=public_id", "merchant__name", "=bank_reference"]
@@ -352,7 +352,7 @@ class PayoutAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(PaydeskModelAdmin):
     list_display = ["__str__", "merchant", "currency", "rate_bps", "fixed_minor", "updated_at"]
     list_filter = ["currency", ("merchant", admin.EmptyFieldListFilter)]
     search_fields = ["merchant__name"]
@@ -363,7 +363,7 @@ class PriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(MerchantTerms)
-class MerchantTermsAdmin(admin.ModelAdmin):
+class MerchantTermsAdmin(PaydeskModelAdmin):
     list_display = ["merchant", "release_delay_days", "payouts_paused"]
     list_filter = ["payouts_paused"]
     search_fields = ["merchant__name"]
@@ -371,7 +371,7 @@ class MerchantTermsAdmin(admin.ModelAdmin):
 
 
 @admin.register(CapturedFunds)
-class CapturedFundsAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CapturedFundsAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = [
         "payment",
         "merchant",
@@ -389,7 +389,7 @@ class CapturedFundsAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(DriftCheck)
-class DriftCheckAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DriftCheckAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["started_at", "clean", "accounts_checked", "drifted_count", "unbalanced_count", "duration"]
     fields = ["started_at", "finished_at", "accounts_checked", "drifted", "unbalanced_transactions"]
     change_list_template = "admin/ledger/driftcheck/change_list.html"

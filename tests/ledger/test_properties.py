@@ -71,14 +71,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def settle_by_hand(self, merchant, currency, amount, succeeded):
         payment = self._payment(merchant, currency, amount, "tok_error")
         assert payment.status == PaymentStatus.UNKNOWN
-        request = payment_services.resolution_request(
+        settlement = payment_services.settlement_request(
             payment=payment,
-            resolve_to=PaymentStatus.SUCCEEDED if succeeded else PaymentStatus.FAILED,
+            settle_as=PaymentStatus.SUCCEEDED if succeeded else PaymentStatus.FAILED,
             reason="seen on the processor's dashboard",
             gateway_reference="ch_by_hand" if succeeded else "",
             requested_by=UserFactory(username="prop-operator", roles=["Operators"]),
         )
-        payment_services.resolution_approve(request=request, approver=self.approver)
+        payment_services.settlement_approve(settlement=settlement, approver=self.approver)
 
     @precondition(lambda self: self.payment_ids)
     @rule(index=st.integers(0, 10**6), share=st.floats(0.01, 1.0), declined=st.booleans(), run=st.booleans())
