@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET
 
 from ledger.models import Account, CapturedFunds, Entry, Payout
 from ledger.selectors import merchant_balances
-from payments.forms import minor_to_major_text
+from payments.money import format_major
 from payments.portal.access import merchant_view
 
 PAGE_SIZE = 50
@@ -142,7 +142,7 @@ def statement_csv(request):
                     entry.created_at.astimezone(UTC).isoformat(),
                     entry.account.kind,
                     currency,
-                    minor_to_major_text(entry.amount_minor, currency),
+                    format_major(entry.amount_minor, currency),
                     entry.amount_minor,
                     entry.balance_after_minor,
                     posted.cause,
