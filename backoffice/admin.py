@@ -443,3 +443,5 @@ for _model, _model_admin in (
 admin.site.site_header = "Paydesk back office"
 admin.site.site_title = "Paydesk"
 admin.site.site_url = None  # staff have no public site to go back to
+# The home page is the dashboard (backoffice/dashboard.py), with the list of tables below it.
+admin.site.index_template = "admin/paydesk_home.html"

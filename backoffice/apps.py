@@ -8,3 +8,9 @@ class BackofficeConfig(AppConfig):
 
     def ready(self):
         from backoffice import sessions  # noqa: F401  (connects the log-in receiver)
+        from backoffice import home
+        from backoffice.figures import job_figures_refresh
+        from backoffice.periodic import register_periodic
+
+        home.register()
+        register_periodic(job_figures_refresh, interval_seconds=60, name="job_figures", kwargs={"hours": 2})

@@ -55,6 +55,8 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["status", "run_at"], name="job_status_run_at"),
             models.Index(fields=["content_type", "object_id"], name="job_concerns"),
+            # Job throughput per hour for the dashboard reads only the last hours' rows.
+            models.Index(fields=["finished_at"], name="job_finished_at"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),
@@ -120,3 +122,24 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Audit entries are append-only.")
+
+
+class Figure(models.Model):
+    """One pre-aggregated number for the dashboard, the charts and the metrics: a series
+    (`payments_captured_minor`), a time bucket (the start of a day or an hour) and a key (a
+    currency, a decline code, a queue). Periodic jobs recompute recent buckets from the
+    source tables, so a page view never scans them."""
+
+    series = models.CharField(max_length=60)
+    bucket = models.DateTimeField()
+    key = models.CharField(max_length=60, blank=True)
+    value = models.BigIntegerField(default=0)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["series", "bucket", "key"], name="figure_once_per_bucket_and_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.series} {self.bucket:%Y-%m-%d %H:%M} {self.key}: {self.value}"

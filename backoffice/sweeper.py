@@ -29,8 +29,10 @@ from redis.exceptions import RedisError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 
+from backoffice.health import sweep_recorded
 from backoffice.models import Job, JobStatus
 from backoffice.outages import REDIS_UNREACHABLE, Outage, database_unreachable
+from backoffice.periodic import registered_periodic
 from backoffice.runner import close_broken_or_expired_db_connections
 from backoffice.services import job_push_rollback_unsafe, rq_queue
 
@@ -271,6 +273,24 @@ class PeriodicSweeper:
             self.redis.failed("pushes refused", "sweeping")
         else:
             self.redis.ended()
+        sweep_recorded()
         if report.pushed or report.repushed or report.recovered or report.failed:
             logger.info("sweep: %s", report)
+        self._run_due_periodic()
         return max(0.0, interval - (time.monotonic() - began))
+
+    def _run_due_periodic(self) -> None:
+        """The apps' periodic jobs (backoffice.periodic: dashboard figures), each at its own
+        interval, in this process. Each is safe to run twice, so two sweepers are harmless."""
+        now = time.monotonic()
+        last_runs = self.__dict__.setdefault("periodic_last_run", {})
+        for periodic in registered_periodic():
+            if now - last_runs.get(periodic.name, -periodic.interval_seconds) < periodic.interval_seconds:
+                continue
+            last_runs[periodic.name] = now
+            try:
+                periodic.func(**periodic.kwargs)
+            except Exception:
+                logger.exception(
+                    "periodic job %s failed; trying again in %s s", periodic.name, periodic.interval_seconds
+                )

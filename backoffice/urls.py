@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from backoffice.charts import chart_view
+
 urlpatterns = [
+    path("admin/dashboard/charts/<slug:name>.svg", admin.site.admin_view(chart_view), name="dashboard_chart"),
     path("admin/", admin.site.urls),
     path("merchant/", include("payments.portal.urls")),
     path("merchant/webhooks/", include("notifications.portal.urls")),

@@ -193,6 +193,24 @@ def latest_job_status() -> Subquery:
     return Subquery(jobs.values("status")[:1])
 
 
+class LiveJobFilter(admin.SimpleListFilter):
+    """Pending payments nothing will process (their job failed, was canceled or lost): the
+    dashboard's "pending payments with no live job" links here."""
+
+    title = "live job"
+    parameter_name = "live_job"
+
+    def lookups(self, request, model_admin):
+        return [("none", "Pending with no live job")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            from payments.home import payments_without_live_job
+
+            return queryset.filter(pk__in=payments_without_live_job().values("pk"))
+        return queryset
+
+
 @admin.register(Payment)
 class PaymentAdmin(PaydeskModelAdmin):
     list_display = [
@@ -205,7 +223,7 @@ class PaymentAdmin(PaydeskModelAdmin):
         "needs_review",
         "created_at",
     ]
-    list_filter = ["status", "currency", "merchant", "created_at", "needs_review"]
+    list_filter = ["status", "currency", "merchant", "created_at", "needs_review", LiveJobFilter]
     search_fields = [
         "public_id",
         "merchant_reference",
