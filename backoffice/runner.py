@@ -10,6 +10,7 @@ import traceback as tb
 from contextlib import contextmanager
 from datetime import timedelta
 
+import structlog
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
@@ -20,6 +21,7 @@ from django.utils.module_loading import import_string
 from rq import get_current_job
 
 from backoffice.backoff import backoff_delay_seconds
+from backoffice.metrics import metrics_record
 from backoffice.models import Job, JobStatus
 from backoffice.outages import Outage, database_unreachable
 from backoffice.progress import running_job
@@ -146,7 +148,7 @@ CLAIM_SQL = """
        SET status = %s, attempts = attempts + 1, started_at = %s, heartbeat_at = CURRENT_TIMESTAMP,
            finished_at = NULL, worker_name = %s
      WHERE id = %s AND status IN (%s, %s, %s)
- RETURNING func, kwargs, attempts, max_attempts
+ RETURNING func, kwargs, attempts, max_attempts, queue
 """
 
 
@@ -167,9 +169,17 @@ def _claim(job_id: str) -> Job | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    func, kwargs, attempts, max_attempts = row
+    func, kwargs, attempts, max_attempts, queue = row
     kwargs = fields["kwargs"].from_db_value(kwargs, None, connection)
-    return Job(pk=pk, func=func, kwargs=kwargs, attempts=attempts, max_attempts=max_attempts)
+    return Job(pk=pk, func=func, kwargs=kwargs, attempts=attempts, max_attempts=max_attempts, queue=queue)
+
+
+def _record_metrics(job: Job, outcome: str, seconds: float) -> None:
+    labels = {"queue": job.queue, "func": job.short_func}
+    metrics_record(
+        counters=[("jobs_finished", {**labels, "outcome": outcome})],
+        observations=[("job_duration_seconds", labels, seconds)],
+    )
 
 
 # One per worker process: a PostgreSQL outage is logged once, not once per job.
@@ -234,6 +244,9 @@ def run_job(job_id: str) -> dict:
     its heartbeat is stale. A body that failed because PostgreSQL went away is retried at
     once, without spending an attempt."""
     deadline = _deadline()
+    # A SimpleWorker runs job after job in one thread: nothing bound for the last one stays.
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job_id=str(job_id))
     close_broken_or_expired_db_connections()
     try:
         job = _patiently(lambda: _claim(job_id), f"claiming job {job_id}", deadline)
@@ -250,6 +263,8 @@ def run_job(job_id: str) -> dict:
 
         return run_batch(job)
     mine = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
+    structlog.contextvars.bind_contextvars(job=job.short_func, attempt=job.attempts)
+    started = time.monotonic()
     try:
         with _heartbeats.beating(job.pk, job.attempts), running_job(job.pk):
             result = import_string(job.func)(**job.kwargs)
@@ -272,6 +287,7 @@ def run_job(job_id: str) -> dict:
             fields.update(status=JobStatus.FAILED)
         outcome = _record(job, mine, fields, deadline)
         logger.warning("job %s attempt %s failed: %s", job.pk, job.attempts, fields["last_error"])
+        _record_metrics(job, fields["status"].value, time.monotonic() - started)
         return outcome or {"status": fields["status"].value}
     fields = {
         "status": JobStatus.SUCCEEDED,
@@ -280,7 +296,9 @@ def run_job(job_id: str) -> dict:
         "last_error": "",
         "traceback": "",
     }
-    return _record(job, mine, fields, deadline) or {"status": JobStatus.SUCCEEDED.value}
+    outcome = _record(job, mine, fields, deadline)
+    _record_metrics(job, JobStatus.SUCCEEDED.value, time.monotonic() - started)
+    return outcome or {"status": JobStatus.SUCCEEDED.value}
 
 
 def _record(job: Job, mine, fields: dict, deadline: float) -> dict | None:

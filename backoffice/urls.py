@@ -1,9 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from backoffice import probes
 from backoffice.charts import chart_view
 
 urlpatterns = [
+    path("healthz", probes.healthz, name="healthz"),
+    path("readyz", probes.readyz, name="readyz"),
+    path("metrics", probes.metrics, name="metrics"),
     path("admin/dashboard/charts/<slug:name>.svg", admin.site.admin_view(chart_view), name="dashboard_chart"),
     path("admin/", admin.site.urls),
     path("merchant/", include("payments.portal.urls")),

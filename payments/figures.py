@@ -82,3 +82,18 @@ def payment_figures_refresh(*, days: int = 2) -> int:
     for row in declines:
         rows.append(("payments_declined", day(row["day"]), row["attempts__error_code"] or "unknown", row["count"]))
     return figures_replace(series=PAYMENT_SERIES, buckets=buckets, rows=rows)
+
+
+def payment_status_gauges():
+    """paydesk_payments{status} for /metrics: one GROUP BY on the (status, created_at) index."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    family = GaugeMetricFamily("paydesk_payments", "Payments by status.", labels=["status"])
+    counts = dict(Payment.objects.values("status").annotate(n=Count("pk")).order_by().values_list("status", "n"))
+    for status in PaymentStatus.values:
+        family.add_metric([status], counts.get(status, 0))
+    needs_review = GaugeMetricFamily(
+        "paydesk_payments_needing_review", "Unknown payments that every scheduled lookup failed to settle."
+    )
+    needs_review.add_metric([], Payment.objects.filter(status=PaymentStatus.UNKNOWN, needs_review=True).count())
+    yield from (family, needs_review)
