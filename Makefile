@@ -5,6 +5,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?= --own-redis
 VOLUME_ARGS ?= --own-redis
+TRAFFIC ?= 1
 
 .PHONY: run test lint format bench bench-volume chaos migrations-check clean
 
@@ -14,18 +15,28 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-# Web, worker (with scheduler), sweeper, the simulated processor (over HTTP, 150 ms +- 50) and,
-# with no REDIS_URL, the embedded Redis; the Django processes run under `manage.py supervise`,
-# which starts one again whenever it exits (honcho alone would stop them all). Ctrl-C stops all.
+# Web, worker (with scheduler), sweeper, the simulated processor (over HTTP, 150 ms +- 50), the
+# demo traffic generator (TRAFFIC=0: off), the banner with URLs and logins and, with no
+# REDIS_URL, the embedded Redis; the Django processes run under `manage.py supervise`, which
+# starts one again whenever it exits (honcho alone would stop them all). Ctrl-C stops all.
+# Demo defaults (each overridable from the environment): short retry and recovery schedules so
+# failed jobs and needs-review payments appear within a minute, two demo tokens handled in
+# process (payments.gateways.demo), and webhooks to the built-in receiver on this machine.
 run: $(VENV)/.installed
 	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-true} PAYDESK_PORT=$(PORT) PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
-		PAYMENTS_GATEWAY=$${PAYMENTS_GATEWAY:-payments.gateways.http.HttpGateway} \
-		PROCESSOR_LATENCY_MS=$${PROCESSOR_LATENCY_MS:-150} PROCESSOR_LATENCY_JITTER_MS=$${PROCESSOR_LATENCY_JITTER_MS:-50}; \
+		PAYMENTS_GATEWAY=$${PAYMENTS_GATEWAY:-payments.gateways.demo.DemoGateway} \
+		PAYMENTS_DEMO_INNER_GATEWAY=$${PAYMENTS_DEMO_INNER_GATEWAY:-payments.gateways.http.HttpGateway} \
+		PROCESSOR_LATENCY_MS=$${PROCESSOR_LATENCY_MS:-150} PROCESSOR_LATENCY_JITTER_MS=$${PROCESSOR_LATENCY_JITTER_MS:-50} \
+		WEBHOOKS_ALLOW_LOOPBACK=$${WEBHOOKS_ALLOW_LOOPBACK:-true} \
+		JOBS_RETRY_BACKOFF_SECONDS=$${JOBS_RETRY_BACKOFF_SECONDS:-2,5,10,20} \
+		PAYMENTS_RECOVERY_SCHEDULE_SECONDS=$${PAYMENTS_RECOVERY_SCHEDULE_SECONDS:-5,15,30,60}; \
 	$(PY) manage.py migrate --no-input -v 0 && \
 	$(PY) manage.py seed_demo --once && \
-	echo "Paydesk admin: http://127.0.0.1:$(PORT)/admin/   (database: $${DATABASE_URL:-SQLite db.sqlite3}, redis: $${REDIS_URL:-embedded})" && \
-	if [ -n "$$REDIS_URL" ]; then exec $(VENV)/bin/honcho -f Procfile start web worker sweeper processor; \
-	else exec $(VENV)/bin/honcho -f Procfile start; fi
+	$(PY) manage.py seed_demo_webhooks && \
+	processes="web worker sweeper processor banner"; \
+	if [ "$(TRAFFIC)" != "0" ]; then processes="$$processes traffic"; fi; \
+	if [ -z "$$REDIS_URL" ]; then processes="redis $$processes"; fi; \
+	exec $(VENV)/bin/honcho -f Procfile start $$processes
 
 # Uses DATABASE_URL / REDIS_URL, else the local PostgreSQL and Redis on 127.0.0.1 when they
 # answer, else SQLite and the embedded Redis (and says which tests could not run there).

@@ -7,8 +7,10 @@ class BackofficeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from backoffice import sessions  # noqa: F401  (connects the log-in receiver)
-        from backoffice import home
+        from backoffice import (
+            home,
+            sessions,  # noqa: F401  (connects the log-in receiver)
+        )
         from backoffice.figures import job_figures_refresh
         from backoffice.periodic import register_periodic
 

@@ -65,5 +65,9 @@ def structured_logging(*, json_lines: bool, level: str) -> dict:
             # In JSON, each request's outcome is one line from django-structlog; on a laptop
             # runserver already prints one per request, so only problems come from here.
             "django_structlog": {"level": "INFO" if json_lines else "WARNING"},
+            # rq's cron says "Enqueued job ..." at every tick: only problems on a laptop.
+            "rq.cron": {"level": "INFO" if json_lines else "WARNING"},
+            # Each delivered notification; the e-mail backend already says one line per e-mail.
+            "notifications.services": {"level": "INFO" if json_lines else "WARNING"},
         },
     }

@@ -183,6 +183,11 @@ PAYMENTS_PROCESSOR_READ_TIMEOUT_SECONDS = env.float("PAYMENTS_PROCESSOR_READ_TIM
 PAYMENTS_PROCESSOR_MAX_CONNECTIONS = env.int("PAYMENTS_PROCESSOR_MAX_CONNECTIONS", default=100)
 # Payments one worker process keeps in flight at the processor (payments.batch).
 PAYMENTS_BATCH_IN_FLIGHT = env.int("PAYMENTS_BATCH_IN_FLIGHT", default=100)
+# The simulated gateway's tok_crash raises this many times under one key, then charges: with
+# the default 5 (a job's attempts) its job fails for real, and a requeue then succeeds.
+PAYMENTS_SIMULATED_CRASHES = env.int("PAYMENTS_SIMULATED_CRASHES", default=5)
+# payments.gateways.demo.DemoGateway (make run) sends all but its demo tokens to this one.
+PAYMENTS_DEMO_INNER_GATEWAY = env.str("PAYMENTS_DEMO_INNER_GATEWAY", default="payments.gateways.http.HttpGateway")
 # Delays before each lookup of a payment whose outcome is unknown; after the last one
 # the payment is flagged for review.
 PAYMENTS_RECOVERY_SCHEDULE_SECONDS = env.list(
@@ -265,6 +270,10 @@ STORAGES = {
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+if DEBUG and not env.str("EMAIL_URL", default=""):
+    # On a laptop: one log line per message, the message itself in a file.
+    EMAIL_BACKEND = "backoffice.mail.SummaryFileBackend"
+    EMAIL_FILE_PATH = str(RUN_DIR / "emails")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Paydesk <paydesk@localhost>")
 
 SESSION_COOKIE_HTTPONLY = True

@@ -13,4 +13,6 @@ urlpatterns = [
     path("merchant/", include("payments.portal.urls")),
     path("merchant/webhooks/", include("notifications.portal.urls")),
     path("merchant/balance/", include("ledger.portal.urls")),
+    # Answers only when DEBUG is on: a webhook receiver to try webhooks on a laptop.
+    path("dev/webhooks/", include("notifications.dev_receiver")),
 ]

@@ -4,6 +4,9 @@ tok_success  approved
 tok_decline  declined with a code
 tok_timeout  the charge goes through but the call times out (-> unknown; lookup finds it)
 tok_error    server error before anything is recorded (-> unknown; lookup finds nothing)
+tok_unreachable  no answer to the charge nor to any lookup (-> unknown, then needs review)
+tok_crash    the call raises (a bug, not an answer) the first PAYMENTS_SIMULATED_CRASHES times
+             under a key, so the job fails for real and a person can requeue it
 Any other token is declined as invalid.
 Refunds: see SimulatedGateway.refund (outcome by the amount's last three digits).
 """
@@ -23,7 +26,14 @@ from payments.gateways.base import (
     RefundResult,
 )
 
-TOKENS = ("tok_success", "tok_decline", "tok_timeout", "tok_error")
+TOKENS = ("tok_success", "tok_decline", "tok_timeout", "tok_error", "tok_unreachable", "tok_crash")
+
+
+NO_ANSWER = "No answer from the gateway in time."
+
+
+class SimulatedCrash(RuntimeError):
+    """What tok_crash raises: an unexpected fault inside the job, not a processor answer."""
 
 
 class SimulatedGateway:
@@ -36,7 +46,11 @@ class SimulatedGateway:
 
         started = time.monotonic()
         self._sleep(0.5)
-        if request.payment_method == "tok_error":
+        if request.payment_method == "tok_crash":
+            self._crash_unless_done(request.idempotency_key)
+        if request.payment_method == "tok_unreachable":
+            self._mark(f"{request.idempotency_key}:unreachable", request)
+        if request.payment_method in ("tok_error", "tok_unreachable"):
             self._sleep(0.5)
             return ChargeResult(
                 outcome=GatewayOutcome.UNKNOWN,
@@ -133,6 +147,12 @@ class SimulatedGateway:
     def lookup(self, idempotency_key: str) -> LookupResult:
         from payments.models import SimulatedGatewayRecord
 
+        if SimulatedGatewayRecord.objects.filter(idempotency_key=f"{idempotency_key}:unreachable").exists():
+            return LookupResult(
+                outcome=GatewayOutcome.UNKNOWN,
+                error_code="timeout",
+                error_message="No answer from the gateway in time.",
+            )
         record = SimulatedGatewayRecord.objects.filter(idempotency_key=idempotency_key).first()
         if record is None:
             return LookupResult(outcome=GatewayOutcome.NOT_FOUND)
@@ -145,7 +165,7 @@ class SimulatedGateway:
 
     def _record(self, request: ChargeRequest):
         """The charge under this key: the existing one if any, so a repeat never charges twice."""
-        approved = request.payment_method in ("tok_success", "tok_timeout")
+        approved = request.payment_method in ("tok_success", "tok_timeout", "tok_crash")
         decline_code = (
             ""
             if approved
@@ -160,6 +180,45 @@ class SimulatedGateway:
             approved=approved,
             decline_code=decline_code,
         )
+
+    def knows(self, idempotency_key: str) -> bool:
+        """True if this gateway holds anything under the key (a charge, a marker, a crash)."""
+        from payments.models import SimulatedGatewayRecord
+
+        return SimulatedGatewayRecord.objects.filter(idempotency_key__startswith=idempotency_key).exists()
+
+    def knows_charge(self, reference: str) -> bool:
+        from payments.models import SimulatedGatewayRecord
+
+        return SimulatedGatewayRecord.objects.filter(kind="charge", reference=reference).exists()
+
+    def _mark(self, idempotency_key: str, request: ChargeRequest) -> None:
+        self._store(
+            idempotency_key=idempotency_key,
+            kind="marker",
+            token=request.payment_method,
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            approved=False,
+        )
+
+    def _crash_unless_done(self, idempotency_key: str) -> None:
+        from payments.models import SimulatedGatewayRecord
+
+        crashes = SimulatedGatewayRecord.objects.filter(idempotency_key__startswith=f"{idempotency_key}:crash-").count()
+        if crashes < settings.PAYMENTS_SIMULATED_CRASHES:
+            SimulatedGatewayRecord.objects.create(
+                idempotency_key=f"{idempotency_key}:crash-{crashes + 1}",
+                reference=f"sim_crash_{secrets.token_hex(10)}",
+                kind="marker",
+                token="tok_crash",
+                amount_minor=0,
+                currency="",
+                approved=False,
+            )
+            raise SimulatedCrash(
+                f"simulated processor client crash {crashes + 1} of {settings.PAYMENTS_SIMULATED_CRASHES}"
+            )
 
     def _store(self, *, idempotency_key: str, **fields):
         """Insert the record under this key unless one exists; return the one that stands."""

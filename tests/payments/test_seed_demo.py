@@ -8,7 +8,8 @@ from payments.states import PaymentStatus
 pytestmark = pytest.mark.django_db
 
 
-def test_seed_demo_once_gives_every_state_and_a_login_per_role(capsys):
+def test_seed_demo_once_gives_every_state_and_a_login_per_role(capsys, settings, tmp_path):
+    settings.RUN_DIR = tmp_path
     call_command("seed_demo", "--once")
     printed = capsys.readouterr().out
     assert Merchant.objects.count() == 3
@@ -16,9 +17,14 @@ def test_seed_demo_once_gives_every_state_and_a_login_per_role(capsys):
     statuses = set(Payment.objects.values_list("status", flat=True))
     assert statuses == set(PaymentStatus.values)
     assert Refund.objects.filter(status="requested").exists()
-    for username in ("admin", "operator", "finance", "approver", "viewer"):
-        assert username in printed
+    logins = (tmp_path / "demo-logins.txt").read_text()
+    assert (tmp_path / "demo-logins.txt").stat().st_mode & 0o077 == 0
+    for username in ("admin", "operator", "finance", "approver", "viewer", "fjord-owner", "fjord-member"):
+        assert username in printed and username in logins
         assert get_user_model().objects.filter(username=username).exists()
+    owner = get_user_model().objects.get(username="fjord-owner").merchant_memberships.get()
+    assert owner.is_owner and owner.merchant.slug == "fjord-coffee"
+    assert not get_user_model().objects.get(username="fjord-member").merchant_memberships.get().is_owner
 
     call_command("seed_demo", "--once")
     assert "already present" in capsys.readouterr().out

@@ -3,6 +3,7 @@ import random
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -12,7 +13,8 @@ from django.utils import timezone
 from backoffice.models import Job, JobStatus
 from backoffice.runner import run_job
 from payments import services
-from payments.models import Merchant, Payment
+from payments.figures import payment_figures_refresh
+from payments.models import Membership, Merchant, Payment
 from payments.roles import ensure_roles
 
 MERCHANTS = [
@@ -21,6 +23,14 @@ MERCHANTS = [
     ("Gulf Marine Supply", "gulf-marine", "finance@gulf-marine.example", "KWD"),
 ]
 STAFF = [("operator", "Operators"), ("finance", "Finance"), ("approver", "Approvers"), ("viewer", "Viewers")]
+# Portal users of the first merchant: one owner (refunds, webhooks), one member (read, create).
+PORTAL_USERS = [("fjord-owner", Membership.Role.OWNER), ("fjord-member", Membership.Role.MEMBER)]
+
+
+def logins_file():
+    return settings.RUN_DIR / "demo-logins.txt"
+
+
 # token -> how many payments end up in the state that token leads to
 PLAN = [("tok_success", 110), ("tok_decline", 30), ("tok_timeout", 10), ("tok_error", 10)]
 
@@ -33,9 +43,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, once, **options):
         if once and Merchant.objects.filter(slug=MERCHANTS[0][1]).exists():
+            where = logins_file() if logins_file().exists() else "the first seed's output"
             self.stdout.write(
-                "Demo data already present. Logins: admin, operator, finance, approver, viewer "
-                "(passwords were printed at the first seed; `manage.py changepassword <name>` sets a new one)."
+                f"Demo data already present; logins are in {where} "
+                "(`manage.py changepassword <name>` sets a new password)."
             )
             return
         # The demo's history is made here, before `make run` starts the processor service: its
@@ -95,11 +106,17 @@ class Command(BaseCommand):
                 services.refund_request(
                     payment=payment, amount_minor=payment.amount_minor, reason="customer dispute", requested_by=finance
                 )
+        logins += self._portal_users(merchants[0])
+        payment_figures_refresh(days=32)
         total = Payment.objects.count()
         self.stdout.write(self.style.SUCCESS(f"Seeded {len(merchants)} merchants and {total} payments."))
-        self.stdout.write("Logins (printed once; keep them):")
-        for username, password, role in logins:
-            self.stdout.write(f"  {username:<10} {password}   {role}")
+        lines = [f"  {username:<13} {password:<18} {role}" for username, password, role in logins]
+        path = logins_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("\n".join(lines) + "\n")
+        self.stdout.write(f"Logins written to {path} (demo only; change them with `manage.py changepassword`):")
+        self.stdout.write("\n".join(lines))
 
     def _users(self):
         User = get_user_model()
@@ -117,6 +134,18 @@ class Command(BaseCommand):
             user = User.objects.create_user(username, f"{username}@paydesk.example", password, is_staff=True)
             user.groups.add(Group.objects.get(name=group))
             logins.append((username, password, group))
+        return logins
+
+    def _portal_users(self, merchant):
+        User = get_user_model()
+        logins = []
+        for username, role in PORTAL_USERS:
+            if User.objects.filter(username=username).exists():
+                continue
+            password = secrets.token_urlsafe(12)
+            user = User.objects.create_user(username, f"{username}@{merchant.slug}.example", password)
+            Membership.objects.create(user=user, merchant=merchant, role=role)
+            logins.append((username, password, f"portal {role} of {merchant.name}"))
         return logins
 
     def _refund(self, payment, amount_minor, finance, reason):
