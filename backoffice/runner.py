@@ -244,9 +244,17 @@ def run_job(job_id: str) -> dict:
     its heartbeat is stale. A body that failed because PostgreSQL went away is retried at
     once, without spending an attempt."""
     deadline = _deadline()
-    # A SimpleWorker runs job after job in one thread: nothing bound for the last one stays.
+    # A SimpleWorker runs job after job in one thread: what a job binds to its log lines
+    # (job_id, payment...) must not stay on the next job's, nor on the sweeper's.
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=str(job_id))
+    try:
+        return _run_job(job_id, deadline)
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
+def _run_job(job_id: str, deadline: float) -> dict:
     close_broken_or_expired_db_connections()
     try:
         job = _patiently(lambda: _claim(job_id), f"claiming job {job_id}", deadline)

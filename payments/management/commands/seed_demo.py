@@ -55,7 +55,9 @@ class Command(BaseCommand):
             self._seed()
 
     def _seed(self):
-        logging.getLogger("backoffice.services").setLevel(logging.ERROR)  # Redis may not be up yet
+        # Redis may not be up yet: the pushes and metrics it misses are not worth a warning here.
+        logging.getLogger("backoffice.services").setLevel(logging.ERROR)
+        logging.getLogger("backoffice.metrics").setLevel(logging.ERROR)
         ensure_roles()
         logins = self._users()
         merchants = [
