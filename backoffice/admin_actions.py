@@ -27,13 +27,15 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
+from django_object_actions import DjangoObjectActions
+from django_object_actions import action as object_action
 
 from backoffice.bulk import bulk_action_enqueue
 from backoffice.forms import ServiceForm
@@ -202,3 +204,52 @@ def _enqueue_bulk_job(modeladmin, request, queryset: QuerySet, *, bulk: str, ver
         messages.SUCCESS,
     )
     return HttpResponseRedirect(url)
+
+
+# --- the same actions as buttons on an object's page ------------------------------------------
+
+
+def _object_button(list_action: str, label: str):
+    @object_action(label=label, methods=("GET", "POST"), button_type="a")
+    def button(self, request, obj):
+        return self.run_list_action_on(request, obj, list_action)
+
+    button.__name__ = f"button_{list_action}"
+    return button
+
+
+class ObjectButtons(DjangoObjectActions):
+    """Buttons on an object's page for the list actions that make sense on it, e.g.
+
+        object_buttons = [("retry_failed", "Retry", lambda payment: payment.status == "failed")]
+
+    A button runs the list action on that one object, so it has the same permission (a user
+    who is not offered the list action gets a 403), the same confirmation page asking why, the
+    same service call and the same audit entry. A button shows only when its predicate holds.
+    """
+
+    object_buttons: list[tuple[str, str, Callable]] = []
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, label, _ in cls.object_buttons:
+            setattr(cls, f"button_{name}", _object_button(name, label))
+        cls.change_actions = tuple(f"button_{name}" for name, _, _ in cls.object_buttons)
+
+    def get_change_actions(self, request, object_id, form_url):
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            return []
+        offered = self.get_actions(request)
+        return [f"button_{name}" for name, _, when in self.object_buttons if name in offered and when(obj)]
+
+    def run_list_action_on(self, request, obj, name: str):
+        offered = self.get_actions(request)
+        if name not in offered:
+            raise PermissionDenied
+        func = offered[name][0]
+        response = func(self, request, self.get_queryset(request).filter(pk=obj.pk))
+        if response is None:  # done (or refused, with a message): back to the object's page
+            opts = self.model._meta
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
+        return response

@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "django_structlog",
+    "django_object_actions",
     "backoffice",
     "payments",
     "ledger",
@@ -144,6 +145,9 @@ REDIS_PUSH_TIMEOUT_SECONDS = env.float("REDIS_PUSH_TIMEOUT_SECONDS", default=5.0
 # we call it (its "auto" mode would defer again and return None inside a transaction).
 RQ = {"COMMIT_MODE": "auto"}
 RQ_SHOW_ADMIN_LINK = True
+# Buttons on admin object pages are links to a confirmation page (which posts): GET only
+# ever shows that page. Set explicitly: the library's default is changing.
+DJANGO_OBJECT_ACTIONS_DEFAULT_HTTP_METHOD = "GET"
 
 # The job ledger (backoffice.Job). Seconds unless named otherwise.
 JOBS_HEARTBEAT_SECONDS = env.float("JOBS_HEARTBEAT_SECONDS", default=10.0)
@@ -260,6 +264,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["backoffice.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / ".run" / "static"))

@@ -13,8 +13,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from backoffice.admin import JobColumns, ReadOnlyAdminMixin, job_admin_link, may_use_rq_dashboard
-from backoffice.admin_actions import confirm_with_form, confirm_with_reason
+from backoffice.admin_actions import ObjectButtons, confirm_with_form, confirm_with_reason
 from backoffice.admin_base import PaydeskModelAdmin
+from backoffice.live import LiveStatus, live_status_html, register_live
 from backoffice.models import AuditEntry, Job
 from payments.admin_forms import (
     DecisionForm,
@@ -34,6 +35,7 @@ from payments.models import (
     SettlementRequest,
 )
 from payments.money import format_minor
+from payments.portal.reports import MOVING_PAYMENT_STATUSES, MOVING_REFUND_STATUSES
 from payments.services import (
     payment_cancel,
     payment_create,
@@ -47,7 +49,7 @@ from payments.services import (
     settlement_reject,
     settlement_request,
 )
-from payments.states import RefundStatus
+from payments.states import PaymentStatus, RefundStatus, SettlementStatus
 
 
 def payment_summary(payment: Payment) -> str:
@@ -116,7 +118,7 @@ class JobInline(JobColumns, ReadOnlyInline, GenericTabularInline):
     fields = [
         "job",
         "function",
-        "status",
+        "status_live",
         "attempts_display",
         "last_error",
         "run_at",
@@ -211,16 +213,52 @@ class LiveJobFilter(admin.SimpleListFilter):
         return queryset
 
 
+def payment_live(payment: Payment) -> LiveStatus:
+    return LiveStatus(
+        status=payment.status,
+        label=payment.get_status_display(),
+        moving=payment.status in MOVING_PAYMENT_STATUSES,
+        token=f"{payment.status}:{payment.updated_at.timestamp()}",
+    )
+
+
+def refund_live(refund: Refund) -> LiveStatus:
+    return LiveStatus(
+        status=refund.status,
+        label=refund.get_status_display(),
+        moving=refund.status in MOVING_REFUND_STATUSES,
+        token=f"{refund.status}:{refund.updated_at.timestamp()}",
+    )
+
+
+def _read_live(model, make):
+    def read(ids: list[str]) -> dict:
+        pks = [int(value) for value in ids if value.isdigit()]
+        return {str(obj.pk): make(obj) for obj in model.objects.filter(pk__in=pks)}
+
+    return read
+
+
+register_live("payment", read=_read_live(Payment, payment_live), permission="payments.view_payment")
+register_live("refund", read=_read_live(Refund, refund_live), permission="payments.view_refund")
+
+
 @admin.register(Payment)
-class PaymentAdmin(PaydeskModelAdmin):
+class PaymentAdmin(ObjectButtons, PaydeskModelAdmin):
+    object_buttons = [
+        ("process_now", "Process now", lambda payment: payment.status == PaymentStatus.PENDING),
+        ("retry_failed", "Retry", lambda payment: payment.status == PaymentStatus.FAILED),
+        ("cancel_pending", "Cancel", lambda payment: payment.status == PaymentStatus.PENDING),
+        ("refund", "Refund", lambda payment: payment.is_captured() and refund_remaining_minor(payment) > 0),
+        ("request_settlement", "Settle by hand", lambda payment: payment.status == PaymentStatus.UNKNOWN),
+    ]
     list_display = [
         "public_id",
         "merchant_reference",
         "merchant",
         "amount_display",
-        "status",
+        "status_live",
         "latest_job",
-        "needs_review",
         "created_at",
     ]
     list_filter = ["status", "currency", "merchant", "created_at", "needs_review", LiveJobFilter]
@@ -234,7 +272,7 @@ class PaymentAdmin(PaydeskModelAdmin):
     date_hierarchy = "created_at"
     actions = ["process_now", "retry_failed", "cancel_pending", "refund", "request_settlement"]
     fieldsets = [
-        (None, {"fields": ["public_id", "merchant", "amount_display", "status", "refundable", "needs_review"]}),
+        (None, {"fields": ["public_id", "merchant", "amount_display", "status_page", "refundable", "review_flag"]}),
         ("Order", {"fields": ["merchant_reference", "customer_email", "description", "payment_method"]}),
         ("Record", {"fields": ["idempotency_key", "created_by", "created_at", "updated_at"]}),
     ]
@@ -253,6 +291,9 @@ class PaymentAdmin(PaydeskModelAdmin):
             .annotate(latest_job_status=latest_job_status())
         )
 
+    class Media:
+        js = ["backoffice/live_status.js"]
+
     # Status moves only through the actions' services: no admin form writes a payment.
     def has_change_permission(self, request, obj=None):
         return False
@@ -263,6 +304,25 @@ class PaymentAdmin(PaydeskModelAdmin):
     @admin.display(description="amount", ordering="amount_minor")
     def amount_display(self, payment: Payment) -> str:
         return payment.amount_display
+
+    @admin.display(description="status", ordering="status")
+    def status_live(self, payment: Payment) -> str:
+        # The review flag rides with the status: one column less at 1400 px.
+        return format_html(
+            "{} {}", live_status_html("payment", payment.pk, payment_live(payment)), self.review_flag(payment)
+        )
+
+    @admin.display(description="status")
+    def status_page(self, payment: Payment) -> str:
+        # While the payment may move, the page reloads when it does (attempts, events, jobs).
+        return live_status_html("payment", payment.pk, payment_live(payment), reload_on_change=True)
+
+    @admin.display(description="needs review", ordering="needs_review")
+    def review_flag(self, payment: Payment) -> str:
+        """Shown only when raised: a person must decide what happened at the gateway."""
+        if not payment.needs_review:
+            return ""
+        return format_html('<span class="needs-review">{}</span>', "needs review")
 
     @admin.display(description="refundable remaining")
     def refundable(self, payment: Payment) -> str:
@@ -474,14 +534,18 @@ class RefundEventInline(ReadOnlyInline, admin.TabularInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
+class RefundAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmin):
+    object_buttons = [
+        ("approve", "Approve", lambda refund: refund.status == RefundStatus.REQUESTED),
+        ("reject", "Reject", lambda refund: refund.status == RefundStatus.REQUESTED),
+    ]
     list_display = [
         "public_id",
         "payment_link",
         "merchant",
         "amount",
         "reason_short",
-        "status",
+        "status_live",
         "needs_approval",
         "requested_by",
         "decided_by",
@@ -495,7 +559,7 @@ class RefundAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
         "public_id",
         "payment_link",
         "amount",
-        "status",
+        "status_page",
         "reason",
         "needs_approval",
         "requested_by",
@@ -512,6 +576,17 @@ class RefundAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     ]
     readonly_fields = fields
     inlines = [RefundEventInline]
+
+    class Media:
+        js = ["backoffice/live_status.js"]
+
+    @admin.display(description="status", ordering="status")
+    def status_live(self, refund: Refund) -> str:
+        return live_status_html("refund", refund.pk, refund_live(refund))
+
+    @admin.display(description="status")
+    def status_page(self, refund: Refund) -> str:
+        return live_status_html("refund", refund.pk, refund_live(refund), reload_on_change=True)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("payment", "requested_by", "approved_by", "rejected_by")
@@ -565,7 +640,7 @@ class RefundAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
             verb="approve",
             done="approved",
             form_class=DecisionForm,
-            describe=lambda refund: f"{refund.public_id} {refund.amount_display} for {refund.payment.public_id}",
+            describe=describe_refund,
             apply=lambda refund, data: refund_approve(refund=refund, approver=request.user, note=data["note"]),
         )
 
@@ -578,9 +653,18 @@ class RefundAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
             verb="reject",
             done="rejected",
             form_class=DecisionForm,
-            describe=lambda refund: f"{refund.public_id} {refund.amount_display} for {refund.payment.public_id}",
+            describe=describe_refund,
             apply=lambda refund, data: refund_reject(refund=refund, approver=request.user, note=data["note"]),
         )
+
+
+def describe_refund(refund: Refund) -> str:
+    """What an approver must see before deciding: merchant, amount, requester and reason."""
+    payment = refund.payment
+    return (
+        f"{refund.public_id}: refund {refund.amount_display} of {payment.public_id} ({payment.merchant}), "
+        f"asked by {refund.requested_by}: {refund.reason}"
+    )
 
 
 def describe_settlement(item: SettlementRequest) -> str:
@@ -592,7 +676,11 @@ def describe_settlement(item: SettlementRequest) -> str:
 
 
 @admin.register(SettlementRequest)
-class SettlementRequestAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
+class SettlementRequestAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmin):
+    object_buttons = [
+        ("approve", "Approve", lambda item: item.status == SettlementStatus.REQUESTED),
+        ("reject", "Reject", lambda item: item.status == SettlementStatus.REQUESTED),
+    ]
     list_display = ["payment_link", "settle_as", "status", "requested_by", "decided_by", "created_at"]
     list_filter = [AwaitingMyApprovalFilter, "status", "settle_as"]
     search_fields = ["payment__public_id"]

@@ -18,10 +18,10 @@ from backoffice.dashboard import attention_item, register_attention, register_ca
 from backoffice.figures import day_start, figures_computed_at, figures_read
 from backoffice.models import Job
 from payments.figures import PAYMENT_SERIES
-from payments.models import Payment, Refund, ResolutionRequest
+from payments.models import Payment, Refund, SettlementRequest
 from payments.money import currency_exponent, format_minor
-from payments.services import ACTIVE_JOB_STATUSES
-from payments.states import PaymentStatus, RefundStatus, ResolutionStatus
+from payments.selectors import ACTIVE_JOB_STATUSES
+from payments.states import PaymentStatus, RefundStatus, SettlementStatus
 
 
 def payments_without_live_job():
@@ -41,7 +41,7 @@ def _changelist(model_name: str, query: str) -> str:
 def payments_attention(request) -> list:
     user = request.user
     candidates = []
-    if user.has_perm("payments.request_resolution"):
+    if user.has_perm("payments.request_settlement"):
         candidates += [
             attention_item(
                 "Unknown payments needing review",
@@ -72,12 +72,12 @@ def payments_attention(request) -> list:
                 _changelist("refund", "awaiting=me"),
             )
         )
-    if user.has_perm("payments.approve_resolution"):
+    if user.has_perm("payments.approve_settlement"):
         candidates.append(
             attention_item(
                 "Manual settlements awaiting my approval",
-                ResolutionRequest.objects.filter(status=ResolutionStatus.REQUESTED).exclude(requested_by=user),
-                _changelist("resolutionrequest", "awaiting=me"),
+                SettlementRequest.objects.filter(status=SettlementStatus.REQUESTED).exclude(requested_by=user),
+                _changelist("settlementrequest", "awaiting=me"),
             )
         )
     if user.has_perm("payments.request_refund"):

@@ -3,7 +3,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from notifications.services import webhook_endpoint_create
+from notifications.endpoints import webhook_endpoint_create
 from payments.models import Merchant
 
 
