@@ -115,8 +115,8 @@ def test_metrics_count_failed_job_runs_as_retrying_then_failed(client):
 
 
 def test_metrics_count_webhook_deliveries_by_outcome(client, httpserver, settings, merchant, make_payment):
-    from notifications.models import Notification
     from notifications.endpoints import webhook_endpoint_create
+    from notifications.models import Notification
 
     settings.WEBHOOKS_ALLOW_LOOPBACK = True
     httpserver.expect_request("/hook").respond_with_data("", status=500)
