@@ -3,18 +3,20 @@ adding goes through payments.services.payment_create; actions call one service p
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import CharField, OuterRef, Subquery
 from django.db.models.functions import Cast
-from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.http import Http404, HttpResponseBadRequest, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from backoffice.admin import JobColumns, ReadOnlyAdminMixin, job_admin_link, may_use_rq_dashboard
 from backoffice.admin_actions import ObjectButtons, confirm_with_form, confirm_with_reason
-from backoffice.admin_base import PaydeskModelAdmin
+from backoffice.admin_base import PaydeskModelAdmin, refuse_nul_bytes
 from backoffice.live import LiveStatus, live_status_html, register_live
 from backoffice.models import AuditEntry, Job
 from payments.admin_forms import (
@@ -24,6 +26,7 @@ from payments.admin_forms import (
     SettlementRequestForm,
     new_idempotency_key,
 )
+from payments.exports import PAYMENT_COLUMNS, REFUND_COLUMNS, export_response, payment_rows, refund_rows
 from payments.models import (
     Membership,
     Merchant,
@@ -243,8 +246,42 @@ register_live("payment", read=_read_live(Payment, payment_live), permission="pay
 register_live("refund", read=_read_live(Refund, refund_live), permission="payments.view_refund")
 
 
+class ExportMixin:
+    """ "Export CSV" and "Export XLSX" on a list: the rows the list shows with its current
+    filters and search (the same ChangeList, so the same lookup restrictions), streamed."""
+
+    change_list_template = "admin/paydesk_export_change_list.html"
+    export_columns: list[str] = []
+
+    def export_rows(self, queryset):
+        raise NotImplementedError
+
+    def get_urls(self):
+        opts = self.model._meta
+        export = path(
+            "export/<str:fmt>/",
+            self.admin_site.admin_view(self.export_view),
+            name=f"{opts.app_label}_{opts.model_name}_export",
+        )
+        return [export, *super().get_urls()]
+
+    def export_view(self, request, fmt: str):
+        if fmt not in ("csv", "xlsx"):
+            raise Http404
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        refuse_nul_bytes(request)
+        try:
+            queryset = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("These filters do not apply to this list.\n", content_type="text/plain")
+        name = f"{self.model._meta.verbose_name_plural}-{timezone.localtime():%Y%m%d-%H%M%S}".replace(" ", "-")
+        return export_response(fmt, name, self.export_columns, self.export_rows(queryset))
+
+
 @admin.register(Payment)
-class PaymentAdmin(ObjectButtons, PaydeskModelAdmin):
+class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
+    export_columns = PAYMENT_COLUMNS
     object_buttons = [
         ("process_now", "Process now", lambda payment: payment.status == PaymentStatus.PENDING),
         ("retry_failed", "Retry", lambda payment: payment.status == PaymentStatus.FAILED),
@@ -293,6 +330,9 @@ class PaymentAdmin(ObjectButtons, PaydeskModelAdmin):
 
     class Media:
         js = ["backoffice/live_status.js"]
+
+    def export_rows(self, queryset):
+        return payment_rows(queryset)
 
     # Status moves only through the actions' services: no admin form writes a payment.
     def has_change_permission(self, request, obj=None):
@@ -534,7 +574,12 @@ class RefundEventInline(ReadOnlyInline, admin.TabularInline):
 
 
 @admin.register(Refund)
-class RefundAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmin):
+class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmin):
+    export_columns = REFUND_COLUMNS
+
+    def export_rows(self, queryset):
+        return refund_rows(queryset)
+
     object_buttons = [
         ("approve", "Approve", lambda refund: refund.status == RefundStatus.REQUESTED),
         ("reject", "Reject", lambda refund: refund.status == RefundStatus.REQUESTED),
