@@ -16,6 +16,7 @@ import time
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from payments.gateways.base import (
     ChargeRequest,
@@ -185,7 +186,9 @@ class SimulatedGateway:
         """True if this gateway holds anything under the key (a charge, a marker, a crash)."""
         from payments.models import SimulatedGatewayRecord
 
-        return SimulatedGatewayRecord.objects.filter(idempotency_key__startswith=idempotency_key).exists()
+        return SimulatedGatewayRecord.objects.filter(
+            Q(idempotency_key=idempotency_key) | Q(idempotency_key__startswith=f"{idempotency_key}:")
+        ).exists()
 
     def knows_charge(self, reference: str) -> bool:
         from payments.models import SimulatedGatewayRecord

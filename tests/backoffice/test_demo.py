@@ -150,3 +150,46 @@ def test_banner_names_the_urls_and_the_logins(settings, tmp_path):
 
     assert "http://127.0.0.1:8000/admin/" in text and "http://127.0.0.1:8000/merchant/" in text
     assert "operator      secret-pw" in text
+
+
+class RecordingProcessor:
+    """Stands in for the processor service: answers every call as declined, remembering it."""
+
+    calls: list = []
+
+    def charge(self, request):
+        from payments.gateways.base import ChargeResult, GatewayOutcome
+
+        self.calls.append(("charge", request.payment_method))
+        return ChargeResult(outcome=GatewayOutcome.DECLINED, error_code="card_declined")
+
+    def lookup(self, idempotency_key):
+        from payments.gateways.base import GatewayOutcome, LookupResult
+
+        self.calls.append(("lookup", idempotency_key))
+        return LookupResult(outcome=GatewayOutcome.NOT_FOUND)
+
+
+def test_demo_gateway_answers_its_tokens_itself_and_sends_the_rest_to_the_processor(settings, make_payment):
+    from payments.gateways.demo import DemoGateway
+
+    settings.PAYMENTS_DEMO_INNER_GATEWAY = "tests.backoffice.test_demo.RecordingProcessor"
+    settings.PAYMENTS_GATEWAY = "payments.gateways.demo.DemoGateway"
+    RecordingProcessor.calls.clear()
+    from payments.gateways import _load
+
+    _load.cache_clear()
+    try:
+        unreachable = make_payment(payment_method="tok_unreachable")
+        ordinary = make_payment(payment_method="tok_success")
+        process_payment(unreachable.pk)
+        process_payment(ordinary.pk)
+        recover_payment(unreachable.pk)
+    finally:
+        _load.cache_clear()
+
+    assert RecordingProcessor.calls == [("charge", "tok_success")]
+    unreachable.refresh_from_db()
+    assert unreachable.status == PaymentStatus.UNKNOWN
+    assert Payment.objects.get(pk=ordinary.pk).status == PaymentStatus.FAILED
+    assert DemoGateway().local.knows(f"{unreachable.public_id}_a1")
