@@ -1,6 +1,6 @@
-"""Periodic jobs any app can add to `manage.py rqcron backoffice.cron` from its
-`AppConfig.ready()`, so backoffice never imports the apps that depend on it. Each must be
-safe to run twice at once."""
+"""Periodic jobs any app can add from its `AppConfig.ready()` (so backoffice never imports the
+apps that depend on it); the sweeper process (`manage.py run_sweeper`) runs each at its
+interval after its passes. Each must be safe to run twice at once."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
