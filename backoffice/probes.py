@@ -70,7 +70,7 @@ def _sweeper():
     except RedisUnavailable as error:
         return False, f"cannot read the last sweep: {error}"
     if swept_at is None:
-        return False, "never ran (is the cron process running?)"
+        return False, "never ran (is the sweeper process running?)"
     age = (timezone.now() - swept_at).total_seconds()
     if age > sweep_overdue_after_seconds():
         return False, f"last ran {age:.0f} s ago (every {settings.JOBS_SWEEP_INTERVAL_SECONDS} s expected)"
