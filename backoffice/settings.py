@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "payments",
     "ledger",
     "notifications",
+    "reconciliation",
 ]
 
 MIDDLEWARE = [
@@ -367,6 +368,24 @@ WEBHOOKS_TEST_SENDS_PER_HOUR = env.int("WEBHOOKS_TEST_SENDS_PER_HOUR", default=1
 # After a secret rotation the previous secret also signs for this long.
 WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS = env.int("WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS", default=86400)
 
+# The processor's fee per charge (docs/settlement-report.md): basis points, rounded half up,
+# plus a fixed part in minor units. Reconciliation expects exactly this fee on every charge.
+PROCESSOR_FEE_BPS = env.int("PROCESSOR_FEE_BPS", default=150)
+PROCESSOR_FEE_FIXED_MINOR = env.int("PROCESSOR_FEE_FIXED_MINOR", default=0)
+# Where the scheduled fetch downloads settlement reports (GET <url>/v1/settlements/<day>.csv).
+PROCESSOR_URL = env.str("PROCESSOR_URL", default="")
+PROCESSOR_TIMEOUT_SECONDS = env.float("PROCESSOR_TIMEOUT_SECONDS", default=30.0)
+# Reconciliation: the report format of our processor, how long a record of ours may be absent
+# from their report before it is flagged, and how many report lines one matching step takes.
+RECONCILIATION_PROCESSOR = env.str("RECONCILIATION_PROCESSOR", default="simulated")
+RECONCILIATION_MISSING_AFTER_HOURS = env.float("RECONCILIATION_MISSING_AFTER_HOURS", default=48.0)
+RECONCILIATION_CHUNK_LINES = env.int("RECONCILIATION_CHUNK_LINES", default=50_000)
+# The scheduled fetch (cron syntax, UTC) and how many past days it fills in when one was missed.
+RECONCILIATION_FETCH_CRON = env.str("RECONCILIATION_FETCH_CRON", default="30 2 * * *")
+RECONCILIATION_FETCH_DAYS = env.int("RECONCILIATION_FETCH_DAYS", default=3)
+# Ledger adjustments at or above this amount (minor units) need a second person's approval.
+RECONCILIATION_ADJUSTMENT_APPROVAL_MINOR = env.int("RECONCILIATION_ADJUSTMENT_APPROVAL_MINOR", default=10_000)
+
 for _name in (
     "SESSION_STAFF_MAX_SECONDS",
     "SESSION_STAFF_IDLE_SECONDS",
@@ -387,6 +406,8 @@ for _name in (
     "PAYMENTS_PROCESSOR_MAX_CONNECTIONS",
     "LEDGER_RELEASE_BATCH_SIZE",
     "LEDGER_RELEASE_INTERVAL_SECONDS",
+    "PROCESSOR_TIMEOUT_SECONDS",
+    "RECONCILIATION_CHUNK_LINES",
 ):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be greater than zero (it is {globals()[_name]}).")
@@ -422,6 +443,9 @@ def _check_timings_together() -> None:
 
 
 _check_timings_together()
+for _name in ("PROCESSOR_FEE_BPS", "PROCESSOR_FEE_FIXED_MINOR", "RECONCILIATION_MISSING_AFTER_HOURS"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} cannot be negative (it is {globals()[_name]}).")
 
 if not PAYMENTS_RECOVERY_SCHEDULE_SECONDS or min(PAYMENTS_RECOVERY_SCHEDULE_SECONDS) < 0:
     raise ImproperlyConfigured("PAYMENTS_RECOVERY_SCHEDULE_SECONDS needs at least one delay, none negative.")

@@ -1,0 +1,201 @@
+"""Writes of reconciliation: starting a matching run, and the people's resolutions of exceptions.
+
+Matching itself lives in `reconciliation.matching` (set-based SQL), ingestion in
+`reconciliation.ingest`. Every resolution locks its exception, refuses one that is no longer
+open, and writes an audit entry in the same transaction.
+"""
+
+from datetime import date
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from backoffice.models import Job, JobStatus
+from backoffice.services import audit_record, job_enqueue
+from payments.models import PaymentAttempt, Refund
+from payments.services import resolution_request
+from payments.states import PaymentStatus
+from reconciliation.formats import CHARGE, FEE, REFUND
+from reconciliation.models import (
+    Discrepancy,
+    DiscrepancyKind,
+    DiscrepancyStatus,
+    MatchingRun,
+    Resolution,
+    SettlementLine,
+)
+
+MATCH_JOB = "reconciliation.jobs.match_processor_day"
+ACTIVE = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
+
+
+class ReconciliationError(ValidationError):
+    pass
+
+
+def matching_enqueue(*, processor: str, day: date, requested_by=None) -> MatchingRun:
+    """Queue a matching run for the day, in the caller's transaction; a run of the same day
+    still waiting or running is returned instead of queuing a second."""
+    with transaction.atomic():
+        active = (
+            MatchingRun.objects.select_for_update()
+            .filter(processor=processor, day=day, job__status__in=ACTIVE)
+            .select_related("job")
+            .first()
+        )
+        if active is not None:
+            return active
+        run = MatchingRun.objects.create(processor=processor, day=day, requested_by=requested_by)
+        run.job = job_enqueue(
+            func=MATCH_JOB,
+            kwargs={"run_id": run.pk},
+            queue="default",
+            concerns=run,
+            requested_by=requested_by,
+            max_attempts=3,
+        )
+        run.save(update_fields=["job"])
+    return run
+
+
+def _require_reason(reason: str, what: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ReconciliationError({"reason": [f"A reason is required to {what}."]}, code="reason_required")
+    return reason
+
+
+def _require_perm(user, perm: str, what: str) -> None:
+    if not (getattr(user, "pk", None) and user.is_active and user.has_perm(perm)):
+        raise ReconciliationError(f"You do not have permission to {what}.", code="permission_denied")
+
+
+def _locked_open(discrepancy: Discrepancy, *, actor, what: str) -> Discrepancy:
+    _require_perm(actor, "reconciliation.resolve_discrepancy", what)
+    discrepancy = Discrepancy.objects.select_for_update().get(pk=discrepancy.pk)
+    if discrepancy.status != DiscrepancyStatus.OPEN:
+        raise ReconciliationError(f"not open (it is {discrepancy.get_status_display().lower()})", code="not_open")
+    return discrepancy
+
+
+def _resolve(discrepancy: Discrepancy, *, actor, resolution: str, reason: str, details: dict) -> Discrepancy:
+    discrepancy.status, discrepancy.resolution = DiscrepancyStatus.RESOLVED, resolution
+    discrepancy.resolution_reason, discrepancy.resolved_by = reason, actor
+    discrepancy.resolved_at = timezone.now()
+    discrepancy.save()
+    audit_record(
+        actor=actor,
+        action=f"discrepancy_{resolution}",
+        target=discrepancy,
+        reason=reason,
+        details={"kind": discrepancy.kind, "day": str(discrepancy.day), **details},
+    )
+    return discrepancy
+
+
+def discrepancy_accept(*, discrepancy: Discrepancy, actor, reason: str) -> Discrepancy:
+    """Close an open exception as accepted, with the reason; audited. Money does not move."""
+    reason = _require_reason(reason, "accept an exception")
+    with transaction.atomic():
+        discrepancy = _locked_open(discrepancy, actor=actor, what="resolve exceptions")
+        return _resolve(discrepancy, actor=actor, resolution=Resolution.ACCEPTED, reason=reason, details={})
+
+
+def _record_by_key(key: str) -> PaymentAttempt | Refund:
+    """A record of ours named by what staff can copy from its page: an attempt's idempotency
+    key, a payment's public id (its last attempt), or a refund's public id."""
+    key = (key or "").strip()
+    attempt = PaymentAttempt.objects.filter(idempotency_key=key).first()
+    if attempt is None and key.startswith("pay_"):
+        attempt = PaymentAttempt.objects.filter(payment__public_id=key).order_by("-number").first()
+    if attempt is not None:
+        return attempt
+    refund = Refund.objects.filter(public_id=key).first()
+    if refund is not None:
+        return refund
+    raise ReconciliationError({"record": [f"No payment, attempt or refund {key[:100]!r}."]}, code="no_record")
+
+
+def discrepancy_link(*, discrepancy: Discrepancy, actor, record_key: str, reason: str) -> Discrepancy:
+    """Link the exception's report line to the right record of ours (or, for a record missing
+    from their report, the record to the report line that is its): matching keeps the link
+    on every re-run. Locks the exception and the line; audited."""
+    reason = _require_reason(reason, "link a record")
+    with transaction.atomic():
+        discrepancy = _locked_open(discrepancy, actor=actor, what="resolve exceptions")
+        if discrepancy.kind == DiscrepancyKind.MISSING_THEIRS:
+            line = (
+                SettlementLine.objects.select_for_update()
+                .filter(processor=discrepancy.processor, line_id=(record_key or "").strip())
+                .order_by("occurrence")
+                .first()
+            )
+            if line is None:
+                raise ReconciliationError({"record": ["No report line with this line id."]}, code="no_line")
+            record = discrepancy.payment_attempt or discrepancy.refund
+        else:
+            line = SettlementLine.objects.select_for_update().get(pk=discrepancy.line_id)
+            record = _record_by_key(record_key)
+        wanted = REFUND if isinstance(record, Refund) else (CHARGE, FEE)
+        if line.line_type not in wanted:
+            raise ReconciliationError(
+                {"record": [f"A {line.line_type} line cannot be linked to a {type(record).__name__.lower()}."]},
+                code="wrong_record",
+            )
+        if isinstance(record, Refund):
+            line.refund, line.payment_attempt = record, None
+        else:
+            line.payment_attempt, line.refund = record, None
+        line.linked_by_hand = True
+        line.save(update_fields=["refund", "payment_attempt", "linked_by_hand"])
+        return _resolve(
+            discrepancy,
+            actor=actor,
+            resolution=Resolution.LINKED,
+            reason=reason,
+            details={"line": line.line_id, "record": str(record)},
+        )
+
+
+def discrepancy_request_settlement(*, discrepancy: Discrepancy, actor, reason: str):
+    """For a charge they captured while we say `unknown`: ask the usual four-eyes manual
+    settlement to succeeded with their charge reference. The exception stays open until a
+    second person approves and a re-run finds the charge matched."""
+    reason = _require_reason(reason, "ask for a settlement")
+    with transaction.atomic():
+        discrepancy = _locked_open(discrepancy, actor=actor, what="resolve exceptions")
+        line = discrepancy.line
+        attempt = discrepancy.payment_attempt
+        if (
+            discrepancy.kind != DiscrepancyKind.STATUS_MISMATCH
+            or line is None
+            or line.line_type != CHARGE
+            or attempt is None
+            or attempt.payment.status != PaymentStatus.UNKNOWN
+        ):
+            raise ReconciliationError(
+                "only a charge they captured while our payment is unknown is settled this way", code="not_settleable"
+            )
+        request = resolution_request(
+            payment=attempt.payment,
+            resolve_to=PaymentStatus.SUCCEEDED,
+            reason=f"reconciliation {line.processor} {line.day}, line {line.line_id}: {reason}",
+            requested_by=actor,
+            gateway_reference=line.processor_reference,
+        )
+        discrepancy.settlement_request = request
+        discrepancy.save(update_fields=["settlement_request", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="discrepancy_settlement_requested",
+            target=discrepancy,
+            reason=reason,
+            details={"payment": attempt.payment.public_id, "settlement_request": request.pk},
+        )
+    return request
+
+
+def active_matching_job(*, processor: str, day: date) -> Job | None:
+    run = MatchingRun.objects.filter(processor=processor, day=day, job__status__in=ACTIVE).select_related("job").first()
+    return run.job if run else None
