@@ -16,6 +16,7 @@ from django.utils.html import format_html
 
 from backoffice.admin import ReadOnlyAdminMixin, job_admin_link
 from backoffice.admin_actions import ActionReasonForm, confirm_with_reason
+from backoffice.progress import progress_rate
 from reconciliation.formats import FORMATS
 from reconciliation.ingest import ReportInvalid, settlement_file_ingest
 from reconciliation.models import Discrepancy, DiscrepancyStatus, MatchingRun, SettlementFile, SettlementLine
@@ -37,6 +38,19 @@ def _parse_day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise Http404("not a day") from None
+
+
+def _progress_text(job) -> str:
+    """Lines done, rate and time left of a matching job (the job's page has the bar)."""
+    if not job.has_progress:
+        return ""
+    rate, seconds_left = progress_rate(job)
+    text = f"{job.progress_done:,} / {job.progress_total or 0:,} lines"
+    if rate:
+        text += f", {rate:,.0f} lines/s"
+    if seconds_left is not None and job.status == "running":
+        text += f", about {seconds_left:,.0f} s left"
+    return text
 
 
 class UploadForm(forms.Form):
@@ -146,6 +160,7 @@ class SettlementFileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "exceptions_url": reverse("admin:reconciliation_discrepancy_changelist")
             + f"?day={report.day.isoformat()}&processor={processor}&status__exact=open",
             "can_match": request.user.has_perm("reconciliation.resolve_discrepancy"),
+            "progress": _progress_text(report.last_run.job) if report.last_run and report.last_run.job else "",
         }
         return TemplateResponse(request, "reconciliation/day_report.html", context)
 

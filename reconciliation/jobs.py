@@ -5,23 +5,20 @@ from datetime import date
 from django.utils import timezone
 
 from reconciliation.fetch import settlement_report_fetch
-from reconciliation.matching import MatchingProgress, match_day
-from reconciliation.models import MatchingRun
+from reconciliation.matching import match_day
+from reconciliation.models import Discrepancy, DiscrepancyStatus, MatchingRun
 from reconciliation.services import matching_enqueue
 
 
 def match_processor_day(*, run_id: int) -> dict:
     """Match one processor day (idempotent: a second run changes nothing more)."""
     run = MatchingRun.objects.get(pk=run_id)
-
-    def report(progress: MatchingProgress) -> None:
-        pass
-
-    progress = match_day(processor=run.processor, day=run.day, on_progress=report)
-    run.summary = {"lines": progress.lines_total}
+    progress = match_day(processor=run.processor, day=run.day)
+    open_entries = Discrepancy.objects.filter(processor=run.processor, day=run.day, status=DiscrepancyStatus.OPEN)
+    run.summary = {"lines": progress.total, "open": open_entries.count()}
     run.finished_at = timezone.now()
     run.save(update_fields=["summary", "finished_at"])
-    return {"lines": progress.lines_total}
+    return run.summary
 
 
 def fetch_settlement_report(*, processor: str, day: str) -> dict:

@@ -6,13 +6,13 @@ statements per chunk, never one query per line. Lines a person resolved, and lin
 matched, are not evaluated again: a re-run only looks at what is still open.
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+
+from backoffice.progress import JobProgress, job_progress
 
 # Expected processor fee of a charge amount (docs/settlement-report.md): basis points rounded
 # half up to the minor unit, plus the fixed part. Amounts are positive, so integer division
@@ -251,13 +251,6 @@ def missing_is_overdue(day: date, now: datetime | None = None) -> bool:
     return (now or timezone.now()) >= end + timedelta(hours=settings.RECONCILIATION_MISSING_AFTER_HOURS)
 
 
-@dataclass
-class MatchingProgress:
-    lines_total: int
-    lines_done: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-
-
 def _params(processor: str, day: date, **extra) -> dict:
     start, end = day_bounds(day)
     return {
@@ -272,12 +265,11 @@ def _params(processor: str, day: date, **extra) -> dict:
     }
 
 
-def match_day(
-    *, processor: str, day: date, on_progress: Callable[[MatchingProgress], None] | None = None
-) -> MatchingProgress:
+def match_day(*, processor: str, day: date) -> JobProgress:
     """Classify every line of the day and every record of ours of that day; open, refresh or
-    clear the exceptions. Each chunk commits on its own: a crash resumes where it stopped,
-    and running it twice changes nothing more."""
+    clear the exceptions. Each chunk commits with its progress (the job's progress bar when
+    run as a job): a retried job resumes after the last committed chunk, and running the day
+    again changes nothing more."""
     chunk = max(1, settings.RECONCILIATION_CHUNK_LINES)
     with connection.cursor() as cursor:
         # Fresh statistics after a large ingestion, or the planner guesses an empty table.
@@ -287,8 +279,11 @@ def match_day(
         starts = [row[0] for row in cursor.fetchall()]
         cursor.execute(LAST_ID_SQL, {"processor": processor, "day": day})
         last_id, total = cursor.fetchone()
-    progress = MatchingProgress(lines_total=total)
+    progress = job_progress(total=total)
     for index, low in enumerate(starts):
+        lines_in_chunk = min(chunk, total - index * chunk)
+        if (index + 1) * chunk <= progress.done:
+            continue  # committed by an earlier attempt of this job
         high = starts[index + 1] - 1 if index + 1 < len(starts) else last_id
         with transaction.atomic(), connection.cursor() as cursor:
             params = _params(processor, day, low=low, high=high)
@@ -297,9 +292,8 @@ def match_day(
             cursor.execute(CLASSIFY_SQL, params)
             cursor.execute(OPEN_FOR_LINES_SQL, params)
             cursor.execute(CLEAR_FOR_LINES_SQL, params)
-        progress.lines_done = min(total, (index + 1) * chunk)
-        if on_progress is not None:
-            on_progress(progress)
+            first = index * chunk
+            progress.record(done=(f"line {first + n + 1}" for n in range(lines_in_chunk)))
     with transaction.atomic(), connection.cursor() as cursor:
         params = _params(processor, day, low=0, high=2**62)
         cursor.execute("SET LOCAL jit = off")
@@ -328,6 +322,4 @@ def match_day(
                 params,
             )
         cursor.execute(CLEAR_MISSING_SQL, params)
-    if on_progress is not None:
-        on_progress(progress)
     return progress

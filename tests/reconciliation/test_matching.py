@@ -4,8 +4,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 
-from backoffice.models import AuditEntry
-from reconciliation.jobs import match_processor_day
+from backoffice.models import AuditEntry, Job
+from backoffice.runner import run_job
 from reconciliation.matching import match_day
 from reconciliation.models import Discrepancy, DiscrepancyStatus, LineOutcome, SettlementLine
 from reconciliation.selectors import day_report
@@ -40,7 +40,7 @@ def test_every_injected_discrepancy_is_found_with_its_class_and_nothing_else(mak
     }
     assert found - injected == set(), "flagged but not injected (precision)"
     assert injected - found == set(), "injected but not found (recall)"
-    assert progress.lines_done == progress.lines_total == generated.lines
+    assert progress.done == progress.total == generated.lines
     # Every line has a class; everything not flagged is matched.
     assert not SettlementLine.objects.filter(outcome=LineOutcome.UNMATCHED).exists()
     flagged_lines = Discrepancy.objects.filter(line__isnull=False).count()
@@ -177,9 +177,13 @@ def test_the_job_matches_the_day_and_records_the_run(make_day):
     again = matching_enqueue(processor=PROCESSOR, day=generated.day)
     assert again == run  # one run per day at a time
 
-    result = match_processor_day(run_id=run.pk)
+    run_job(str(run.job_id))  # what a worker runs
 
     run.refresh_from_db()
-    assert result == {"lines": generated.lines}
+    job = Job.objects.get(pk=run.job_id)
+    assert job.status == "succeeded"
+    assert job.result == run.summary == {"lines": generated.lines, "open": len(generated.all_injected())}
+    # The job's page shows the progress bar from these.
+    assert job.progress_total == job.progress_done == generated.lines
     assert run.finished_at is not None
     assert found_discrepancies(_open()) == generated.all_injected()
