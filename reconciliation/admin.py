@@ -2,7 +2,8 @@
 with its resolutions, and the lines and matching runs read-only. Actions call services."""
 
 import csv
-from datetime import date
+from datetime import date, timedelta
+from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
@@ -16,6 +17,7 @@ from django.utils.html import format_html
 
 from backoffice.admin import ReadOnlyAdminMixin, job_admin_link
 from backoffice.admin_actions import ActionReasonForm, confirm_with_reason
+from backoffice.admin_base import PaydeskModelAdmin
 from backoffice.progress import progress_rate
 from reconciliation.formats import FORMATS
 from reconciliation.ingest import ReportInvalid, settlement_file_ingest
@@ -62,7 +64,7 @@ class UploadForm(forms.Form):
 
 
 @admin.register(SettlementFile)
-class SettlementFileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SettlementFileAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["day", "processor", "source", "filename", "line_count", "new_line_count", "ingested_by", "report"]
     list_filter = ["processor", "source"]
     date_hierarchy = "day"
@@ -158,7 +160,15 @@ class SettlementFileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             if report.last_run and report.last_run.job
             else "",
             "exceptions_url": reverse("admin:reconciliation_discrepancy_changelist")
-            + f"?day={report.day.isoformat()}&processor={processor}&status__exact=open",
+            + "?"
+            + urlencode(
+                {
+                    "day__gte": report.day.isoformat(),
+                    "day__lt": (report.day + timedelta(days=1)).isoformat(),
+                    "processor__exact": processor,
+                    "status__exact": "open",
+                }
+            ),
             "can_match": request.user.has_perm("reconciliation.resolve_discrepancy"),
             "progress": _progress_text(report.last_run.job) if report.last_run and report.last_run.job else "",
         }
@@ -231,7 +241,7 @@ class LinkForm(ActionReasonForm):
 
 
 @admin.register(Discrepancy)
-class DiscrepancyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DiscrepancyAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = [
         "id", "day", "kind", "status", "merchant", "amount_display", "expected_amount_minor", "detail", "line_link",
         "resolution",
@@ -352,7 +362,7 @@ class DiscrepancyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(SettlementLine)
-class SettlementLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SettlementLineAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["line_id", "day", "line_type", "amount_display", "outcome", "processor_reference", "note"]
     list_filter = ["outcome", "line_type", "processor", "day"]
     search_fields = ["=line_id", "=processor_reference", "=idempotency_key", "=charge_reference"]
@@ -370,7 +380,7 @@ class SettlementLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(MatchingRun)
-class MatchingRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class MatchingRunAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["day", "processor", "job_status", "requested_by", "created_at", "finished_at", "summary"]
     list_filter = ["processor"]
     fields = ["processor", "day", "job_status", "requested_by", "created_at", "finished_at", "summary"]

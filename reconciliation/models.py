@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from payments.models import Merchant, PaymentAttempt, Refund, ResolutionRequest
+from payments.models import Merchant, PaymentAttempt, Refund, SettlementRequest
 from payments.money import format_minor
 from reconciliation.formats import LINE_TYPES
 
@@ -164,7 +164,7 @@ class Discrepancy(models.Model):
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
     settlement_request = models.ForeignKey(
-        ResolutionRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        SettlementRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from backoffice.models import Job, JobStatus
 from backoffice.services import audit_record, job_enqueue
 from payments.models import PaymentAttempt, Refund
-from payments.services import resolution_request
+from payments.services.settlements import settlement_request
 from payments.states import PaymentStatus
 from reconciliation.formats import CHARGE, FEE, REFUND
 from reconciliation.models import (
@@ -177,9 +177,9 @@ def discrepancy_request_settlement(*, discrepancy: Discrepancy, actor, reason: s
             raise ReconciliationError(
                 "only a charge they captured while our payment is unknown is settled this way", code="not_settleable"
             )
-        request = resolution_request(
+        request = settlement_request(
             payment=attempt.payment,
-            resolve_to=PaymentStatus.SUCCEEDED,
+            settle_as=PaymentStatus.SUCCEEDED,
             reason=f"reconciliation {line.processor} {line.day}, line {line.line_id}: {reason}",
             requested_by=actor,
             gateway_reference=line.processor_reference,

@@ -84,7 +84,11 @@ def test_the_queue_filters_and_accepting_is_audited(finance_client, make_day):
 
     fee = finance_client.get(QUEUE_URL, {"kind__exact": "fee_mismatch", "status__exact": "open"})
     assert [entry.kind for entry in fee.context["cl"].result_list] == ["fee_mismatch"]
-    for query in ({"amount": "small"}, {"day": str(generated.day)}, {"merchant__id__exact": "1"}):
+    for query in (
+        {"amount": "small"},
+        {"day__gte": str(generated.day), "processor__exact": PROCESSOR},
+        {"merchant__id__exact": "1"},
+    ):
         assert finance_client.get(QUEUE_URL, query).status_code == 200
 
     entries = list(Discrepancy.objects.filter(kind="duplicate"))

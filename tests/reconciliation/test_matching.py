@@ -142,7 +142,7 @@ def test_a_record_missing_on_its_day_is_cleared_when_the_next_day_reports_it(mak
 
 
 def test_a_capture_of_an_unknown_payment_is_settled_with_four_eyes(make_day, finance):
-    from payments.services import resolution_approve
+    from payments.services.settlements import settlement_approve
     from tests.factories import UserFactory
 
     generated = make_day(payments=200, per_kind=2)
@@ -158,9 +158,9 @@ def test_a_capture_of_an_unknown_payment_is_settled_with_four_eyes(make_day, fin
     assert payment.status == "unknown"  # nothing changes before a second person approves
     assert request.gateway_reference == entry.line.processor_reference
     with pytest.raises(ValidationError):
-        resolution_approve(request=request, approver=finance)
+        settlement_approve(settlement=request, approver=finance)
     approver = UserFactory(username="alex-approver", roles=["Approvers"])
-    resolution_approve(request=request, approver=approver)
+    settlement_approve(settlement=request, approver=approver)
     match_day(processor=PROCESSOR, day=generated.day)
 
     entry.refresh_from_db()
