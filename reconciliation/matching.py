@@ -110,10 +110,12 @@ UPDATE reconciliation_settlementline l
  WHERE l.id = j.id
 """  # noqa: S608 (FEE_SQL is a constant)
 
-# Payouts last, once every other line of the day has its class: the payout must equal the
-# day's charges - refunds - fees in its currency, with or without the lines found duplicate
-# (a processor may or may not pay out a line it reported twice).
-PAYOUTS_SQL = """
+# Payouts last, once every other line of the day has its class. A payout matches when it
+# equals the day's net in its currency (charges - fees - refunds) either as their lines add up
+# (with or without the lines found duplicate) or as our records say: our amount for every
+# charge and refund of theirs we recognise, plus ours of the day their report lacks (a
+# processor pays out what it really captured, whatever its report says line by line).
+PAYOUTS_SQL = f"""
 WITH net AS (
     SELECT currency,
            SUM(CASE line_type WHEN 'charge' THEN amount_minor ELSE -amount_minor END) AS all_lines,
@@ -122,27 +124,46 @@ WITH net AS (
       FROM reconciliation_settlementline
      WHERE processor = %(processor)s AND day = %(day)s AND line_type <> 'payout'
      GROUP BY currency
+), ours AS (
+    SELECT p.currency, p.amount_minor - {FEE_SQL.format(amount="p.amount_minor")} AS net
+      FROM payments_paymentattempt a JOIN payments_payment p ON p.id = a.payment_id
+     WHERE a.id IN (SELECT payment_attempt_id FROM reconciliation_settlementline
+                     WHERE processor = %(processor)s AND day = %(day)s AND line_type = 'charge'
+                       AND outcome IN ('matched', 'amount_mismatch'))
+    UNION ALL
+    SELECT p.currency, p.amount_minor - {FEE_SQL.format(amount="p.amount_minor")} {{attempts_unreported}}
+    UNION ALL
+    SELECT p.currency, -r.amount_minor
+      FROM payments_refund r JOIN payments_payment p ON p.id = r.payment_id
+     WHERE r.id IN (SELECT refund_id FROM reconciliation_settlementline
+                     WHERE processor = %(processor)s AND day = %(day)s AND line_type = 'refund'
+                       AND outcome IN ('matched', 'amount_mismatch'))
+    UNION ALL
+    SELECT p.currency, -r.amount_minor {{refunds_unreported}}
+), expected AS (
+    SELECT currency, SUM(net) AS by_our_records FROM ours GROUP BY currency
 ), judged AS (
     SELECT t.id,
            CASE WHEN EXISTS (SELECT 1 FROM reconciliation_settlementline e
                               WHERE e.processor = t.processor AND e.line_type = 'payout'
                                 AND e.processor_reference = t.processor_reference AND e.id < t.id)
                      THEN 'duplicate'
-                WHEN t.amount_minor IN (n.all_lines, n.without_duplicates) THEN 'matched'
+                WHEN t.amount_minor IN (n.all_lines, n.without_duplicates, x.by_our_records) THEN 'matched'
                 ELSE 'amount_mismatch' END AS outcome,
-           n.without_duplicates AS expected_amount
+           COALESCE(x.by_our_records, n.without_duplicates) AS expected_amount
       FROM reconciliation_settlementline t
       LEFT JOIN net n ON n.currency = t.currency
+      LEFT JOIN expected x ON x.currency = t.currency
      WHERE t.processor = %(processor)s AND t.day = %(day)s AND t.line_type = 'payout' AND t.outcome <> 'matched'
        AND NOT EXISTS (SELECT 1 FROM reconciliation_discrepancy d WHERE d.line_id = t.id AND d.status = 'resolved')
 )
 UPDATE reconciliation_settlementline l
    SET outcome = j.outcome, expected_amount_minor = j.expected_amount, matched_at = %(now)s,
        note = CASE WHEN j.outcome = 'duplicate' THEN 'an earlier line already reported this payout'
-                   ELSE 'net of the day''s lines: ' || COALESCE(j.expected_amount::text, 'none') END
+                   ELSE 'expected net of the day: ' || COALESCE(j.expected_amount::text, 'none') END
   FROM judged j
  WHERE l.id = j.id
-"""
+"""  # noqa: S608 (constants only)
 
 # One queue entry per line that is not matched; a re-run refreshes open (and cleared) entries
 # and never touches a resolved one.
@@ -195,6 +216,7 @@ REFUNDS_UNREPORTED = """
                       WHERE l.processor = %(processor)s AND l.line_type = 'refund' AND l.idempotency_key = r.public_id)
      AND NOT EXISTS (SELECT 1 FROM reconciliation_settlementline l WHERE l.linked_by_hand AND l.refund_id = r.id)
 """
+PAYOUTS_SQL = PAYOUTS_SQL.format(attempts_unreported=ATTEMPTS_UNREPORTED, refunds_unreported=REFUNDS_UNREPORTED)
 
 OPEN_MISSING_SQL = """
 INSERT INTO reconciliation_discrepancy

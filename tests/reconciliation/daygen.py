@@ -64,10 +64,13 @@ def generate_day(
     per_kind: int = 5,
     refund_share: float = 0.05,
     seed: int = 15,
+    true_payouts: bool = False,
 ) -> GeneratedDay:
     """Write `payments` succeeded payments of `day` (some refunded) plus the records the
     injections need, and build the processor's report of that day with `per_kind`
-    discrepancies of each kind."""
+    discrepancies of each kind. Payouts add up the lines as reported, or, with
+    `true_payouts`, what the processor really moved (as the simulated processor service does:
+    its payouts are computed before any lie)."""
     rng = random.Random(seed)
     start = datetime.combine(day, time.min, tzinfo=UTC)
 
@@ -216,11 +219,18 @@ def generate_day(
         line_id = add("charge", reference, "pay_unknown" + secrets.token_hex(8) + "_a1", "", 4200, "EUR", when)
         add("fee", "fe_" + secrets.token_hex(10), "", reference, expected_fee(4200), "EUR", when)
         inject("missing_ours", f"line:{line_id}")
-    # Payouts: the day's net per currency, from the lines as reported.
+    # Payouts: the day's net per currency, from the lines as reported or from what truly moved.
     net: dict[str, int] = {}
-    for row in rows:
-        sign = 1 if row[1] == "charge" else -1
-        net[row[6]] = net.get(row[6], 0) + sign * int(row[5])
+    if true_payouts:
+        for attempt in succeeded:
+            currency, amount = attempt.payment.currency, attempt.payment.amount_minor
+            net[currency] = net.get(currency, 0) + amount - expected_fee(amount)
+        for refund in refunds:
+            net[refund.payment.currency] -= refund.amount_minor
+    else:
+        for row in rows:
+            sign = 1 if row[1] == "charge" else -1
+            net[row[6]] = net.get(row[6], 0) + sign * int(row[5])
     rows.sort(key=lambda row: row[7])
     for currency, amount in sorted(net.items()):
         add("payout", "po_" + secrets.token_hex(10), "", "", amount, currency, start + timedelta(hours=23, minutes=59))

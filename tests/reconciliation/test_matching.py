@@ -47,6 +47,18 @@ def test_every_injected_discrepancy_is_found_with_its_class_and_nothing_else(mak
     assert SettlementLine.objects.filter(outcome=LineOutcome.MATCHED).count() == generated.lines - flagged_lines
 
 
+def test_payouts_of_what_the_processor_really_moved_match_our_records(make_day):
+    # The processor service computes payouts before its lies: the lines do not add up to
+    # them, our records do.
+    generated = make_day(payments=200, per_kind=2, true_payouts=True)
+    ingest(generated.csv_bytes)
+
+    match_day(processor=PROCESSOR, day=generated.day)
+
+    assert found_discrepancies(_open()) == generated.all_injected()
+    assert set(SettlementLine.objects.filter(line_type="payout").values_list("outcome", flat=True)) == {"matched"}
+
+
 def _open():
     return Discrepancy.objects.filter(status=DiscrepancyStatus.OPEN)
 
