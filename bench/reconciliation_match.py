@@ -39,8 +39,9 @@ AMOUNT_EVERY, FEE_EVERY, MISSING_EVERY, DUPLICATE_EVERY = 10007, 10009, 10037, 1
 PAYMENTS_SQL = """
 INSERT INTO payments_payment (merchant_id, public_id, amount_minor, currency, status, payment_method,
     merchant_reference, customer_email, description, idempotency_key, needs_review, created_at, updated_at)
-SELECT %(merchant)s, 'pay_' || %(token)s || g, 100 + (g * 7919) %% 500000, (ARRAY['EUR', 'USD', 'GBP'])[1 + g %% 3],
-       'succeeded', 'tok_success', '', '', '', %(token)s || '-' || g, false, now(), now()
+SELECT %(merchant)s, 'pay_' || %(token)s || g, 100 + (g::bigint * 7919) %% 500000,
+       (ARRAY['EUR', 'USD', 'GBP'])[1 + g %% 3], 'succeeded', 'tok_success', '', '', '',
+       %(token)s || '-' || g, false, now(), now()
   FROM generate_series(1, %(payments)s) g
 """
 ATTEMPTS_SQL = """
