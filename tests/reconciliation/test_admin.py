@@ -5,8 +5,8 @@ from django.urls import reverse
 from backoffice.models import AuditEntry, Job
 from reconciliation.matching import match_day
 from reconciliation.models import Discrepancy, MatchingRun, SettlementFile
-from tests.backoffice.test_admin import logged_in, messages_of, run_action
 from tests.factories import UserFactory
+from tests.helpers import logged_in, messages_of, run_action
 from tests.reconciliation.conftest import PROCESSOR, ingest
 from tests.reconciliation.daygen import HEADER
 
