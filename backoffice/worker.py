@@ -33,7 +33,15 @@ class Worker(SimpleWorker):
     def heartbeat(self, timeout=None, pipeline=None):
         if pipeline is not None:  # part of a caller's pipeline: the caller's try
             return super().heartbeat(timeout, pipeline=pipeline)
-        return self._until_it_works(lambda: super(Worker, self).heartbeat(timeout), "sending its heartbeat")
+        self._until_it_works(lambda: super(Worker, self).heartbeat(timeout), "sending its heartbeat")
+        # A Redis that restarted while rq's own dequeue retry waited (so no outage reached us)
+        # has forgotten this worker: the beat above left a hash with no birth. Register again,
+        # or the worker works on unseen by the dashboard, the probes and the chaos audit.
+        self._until_it_works(self._register_if_forgotten, "checking its registration")
+
+    def _register_if_forgotten(self) -> None:
+        if not self.connection.hexists(self.key, "birth"):
+            self._register_again()
 
     def check_for_suspension(self, burst: bool):
         return self._until_it_works(lambda: super(Worker, self).check_for_suspension(burst), "checking for suspension")
