@@ -372,8 +372,7 @@ WEBHOOKS_SECRET_ROTATION_OVERLAP_SECONDS = env.int("WEBHOOKS_SECRET_ROTATION_OVE
 # plus a fixed part in minor units. Reconciliation expects exactly this fee on every charge.
 PROCESSOR_FEE_BPS = env.int("PROCESSOR_FEE_BPS", default=150)
 PROCESSOR_FEE_FIXED_MINOR = env.int("PROCESSOR_FEE_FIXED_MINOR", default=0)
-# Where the scheduled fetch downloads settlement reports (GET <url>/v1/settlements/<day>.csv).
-PROCESSOR_URL = env.str("PROCESSOR_URL", default="")
+# How long the scheduled fetch waits for a settlement report (GET <PAYMENTS_PROCESSOR_URL>/v1/settlements/<day>.csv).
 PROCESSOR_TIMEOUT_SECONDS = env.float("PROCESSOR_TIMEOUT_SECONDS", default=30.0)
 # Reconciliation: the report format of our processor, how long a record of ours may be absent
 # from their report before it is flagged, and how many report lines one matching step takes.

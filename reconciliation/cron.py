@@ -20,8 +20,8 @@ def fetch_reports_periodic() -> str:
     """Queue a fetch of each of the last RECONCILIATION_FETCH_DAYS finished processor days
     that has no fetched report yet; safe to run twice (a waiting fetch is not queued again)."""
     close_broken_or_expired_db_connections()
-    if not settings.PROCESSOR_URL:
-        return "PROCESSOR_URL is not set: nothing fetched"
+    if not settings.PAYMENTS_PROCESSOR_URL:
+        return "PAYMENTS_PROCESSOR_URL is not set: nothing fetched"
     processor = settings.RECONCILIATION_PROCESSOR
     today = timezone.now().date()
     queued = []

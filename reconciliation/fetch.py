@@ -19,9 +19,9 @@ class ReportNotReady(Exception):
 
 
 def report_url(day: date) -> str:
-    if not settings.PROCESSOR_URL:
-        raise ValueError("PROCESSOR_URL is not set: there is no processor to fetch reports from.")
-    return f"{settings.PROCESSOR_URL.rstrip('/')}/v1/settlements/{day.isoformat()}.csv"
+    if not settings.PAYMENTS_PROCESSOR_URL:
+        raise ValueError("PAYMENTS_PROCESSOR_URL is not set: there is no processor to fetch reports from.")
+    return f"{settings.PAYMENTS_PROCESSOR_URL.rstrip('/')}/v1/settlements/{day.isoformat()}.csv"
 
 
 def settlement_report_fetch(*, day: date, processor: str) -> IngestResult:

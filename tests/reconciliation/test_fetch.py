@@ -15,7 +15,7 @@ pytestmark = pytest.mark.needs_postgres
 
 def test_the_fetch_job_downloads_ingests_and_queues_matching_once(httpserver, settings, make_day):
     generated = make_day(payments=50, per_kind=1)
-    settings.PROCESSOR_URL = httpserver.url_for("/")
+    settings.PAYMENTS_PROCESSOR_URL = httpserver.url_for("/")
     path = f"/v1/settlements/{generated.day}.csv"
     httpserver.expect_request(path).respond_with_data(generated.csv_bytes, content_type="text/csv")
 
@@ -30,7 +30,7 @@ def test_the_fetch_job_downloads_ingests_and_queues_matching_once(httpserver, se
 
 
 def test_a_report_not_ready_raises_so_the_job_retries(httpserver, settings, past_day, db):
-    settings.PROCESSOR_URL = httpserver.url_for("/")
+    settings.PAYMENTS_PROCESSOR_URL = httpserver.url_for("/")
     httpserver.expect_request(f"/v1/settlements/{past_day}.csv").respond_with_data("no such day", status=404)
 
     with pytest.raises(ReportNotReady):
@@ -39,7 +39,7 @@ def test_a_report_not_ready_raises_so_the_job_retries(httpserver, settings, past
 
 
 def test_the_cron_queues_one_fetch_per_missing_day(settings, db):
-    settings.PROCESSOR_URL = "http://processor.invalid"
+    settings.PAYMENTS_PROCESSOR_URL = "http://processor.invalid"
     settings.RECONCILIATION_FETCH_DAYS = 2
 
     fetch_reports_periodic()
