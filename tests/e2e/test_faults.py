@@ -185,7 +185,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_charges_each
 ):
     start_processor(PROCESSOR_LATENCY_MS=3000, read_timeout=10)
     payments = [make_payment(amount_minor=1000 + n) for n in range(12)]
-    doomed = start_worker("payments", **HEARTBEAT)
+    doomed = start_worker("payments", JOBS_BATCH_ENABLED="true", **HEARTBEAT)
 
     def some_charged_all_running():
         jobs = [processing_job(payment) for payment in payments]
