@@ -18,6 +18,7 @@ from payments.states import AttemptOutcome, PaymentStatus
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.needs_postgres]
 
+
 @pytest.fixture(autouse=True)
 def _batching_on(settings):
     settings.JOBS_BATCH_ENABLED = True
