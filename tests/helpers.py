@@ -1,6 +1,7 @@
 """Helpers the tests share (fixtures live in the conftest.py of each directory): waiting,
 concurrency, worker processes' environment, admin and portal clients, due delivery jobs."""
 
+import asyncio
 import os
 import re
 import threading
@@ -79,6 +80,25 @@ def run_at_once(function, *args, copies: int = 2) -> list:
         thread.join(120)
     assert len(outcomes) == copies, "a concurrent call failed or hung"
     return outcomes
+
+
+def run_coroutine(coroutine):
+    """asyncio.run in a thread of its own: Playwright's sync API (the browser tests) leaves an
+    event loop running in the test thread for the rest of the session, where asyncio.run refuses."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = asyncio.run(coroutine)
+        except BaseException as error:  # re-raised in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def database_session_pid() -> int:

@@ -9,6 +9,7 @@ import pytest
 from payments.gateways import ChargeRequest, GatewayOutcome, RefundRequest
 from payments.gateways.http import AsyncProcessorClient, HttpGateway
 from processor.launch import free_port
+from tests.helpers import run_coroutine
 
 
 def request(key: str, token: str = "tok_success", amount: int = 1250) -> ChargeRequest:
@@ -63,7 +64,7 @@ def test_the_async_client_gives_the_same_outcomes_many_at_once(http_processor, s
         async with AsyncProcessorClient(max_connections=20) as client:
             return await asyncio.gather(*(client.charge(request(f"a-{n}", token)) for n, token in enumerate(tokens)))
 
-    results = asyncio.run(run())
+    results = run_coroutine(run())
     expected = {
         "tok_success": GatewayOutcome.SUCCEEDED,
         "tok_decline": GatewayOutcome.DECLINED,
@@ -82,4 +83,4 @@ def test_the_async_client_with_the_processor_down_gives_unknown(settings):
         async with AsyncProcessorClient() as client:
             return await client.charge(request("a-down"))
 
-    assert asyncio.run(run()).outcome == GatewayOutcome.UNKNOWN
+    assert run_coroutine(run()).outcome == GatewayOutcome.UNKNOWN

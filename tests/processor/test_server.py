@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from processor.config import fee_minor, parse_lies
+from tests.helpers import run_coroutine
 
 TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
 
@@ -125,7 +126,7 @@ def test_hundreds_of_concurrent_requests_under_one_key_charge_once(start_process
             distinct = await asyncio.gather(*(one(f"key-{n}") for n in range(150)))
             return same, distinct
 
-    same, distinct = asyncio.run(storm())
+    same, distinct = run_coroutine(storm())
     assert len(set(same)) == 1
     assert len(set(distinct)) == 150
     assert len(processor.operations("same")) == 1 and len(processor.operations("key-")) == 150
