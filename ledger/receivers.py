@@ -1,10 +1,15 @@
 """Receivers of the payments app's domain signals. Each runs inside the transaction of the
 status change (payments sends them there), so a posting commits or rolls back with it.
 Payments never imports the ledger. Also hooked here: the fee and net section of the portal's
-payment page (ledger.portal.views)."""
+payment page (ledger.portal.views), and the fee column of the payments exports
+(payments.exports)."""
+
+from django.db.models import OuterRef, Subquery
 
 from ledger import services
+from ledger.models import CapturedFunds
 from ledger.portal.views import payment_fee_section
+from payments.exports import register_payment_fee
 from payments.portal.sections import payment_page_sections
 from payments.signals import payment_status_changed, refund_status_changed
 from payments.states import PaymentStatus, RefundStatus
@@ -35,6 +40,12 @@ HOOKS = [
 ]
 
 
+def payment_fee() -> Subquery:
+    """A payment's fee as computed at capture (NULL when it was not captured)."""
+    return Subquery(CapturedFunds.objects.filter(payment=OuterRef("pk")).values("fee_minor")[:1])
+
+
 def connect_receivers() -> None:
     for signal, receiver, dispatch_uid in HOOKS:
         signal.connect(receiver, dispatch_uid=dispatch_uid)
+    register_payment_fee(payment_fee)

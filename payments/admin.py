@@ -26,7 +26,13 @@ from payments.admin_forms import (
     SettlementRequestForm,
     new_idempotency_key,
 )
-from payments.exports import PAYMENT_COLUMNS, REFUND_COLUMNS, export_response, payment_rows, refund_rows
+from payments.exports import (
+    PAYMENT_COLUMNS,
+    REFUND_COLUMNS,
+    export_response,
+    payments_for_export,
+    refunds_for_export,
+)
 from payments.models import (
     Membership,
     Merchant,
@@ -251,9 +257,9 @@ class ExportMixin:
     filters and search (the same ChangeList, so the same lookup restrictions), streamed."""
 
     change_list_template = "admin/paydesk_export_change_list.html"
-    export_columns: list[str] = []
+    export_columns: list = []
 
-    def export_rows(self, queryset):
+    def export_queryset(self, queryset):
         raise NotImplementedError
 
     def get_urls(self):
@@ -276,7 +282,7 @@ class ExportMixin:
         except IncorrectLookupParameters:
             return HttpResponseBadRequest("These filters do not apply to this list.\n", content_type="text/plain")
         name = f"{self.model._meta.verbose_name_plural}-{timezone.localtime():%Y%m%d-%H%M%S}".replace(" ", "-")
-        return export_response(fmt, name, self.export_columns, self.export_rows(queryset))
+        return export_response(fmt, name, self.export_columns, self.export_queryset(queryset))
 
 
 @admin.register(Payment)
@@ -331,8 +337,8 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
     class Media:
         js = ["backoffice/live_status.js"]
 
-    def export_rows(self, queryset):
-        return payment_rows(queryset)
+    def export_queryset(self, queryset):
+        return payments_for_export(queryset)
 
     # Status moves only through the actions' services: no admin form writes a payment.
     def has_change_permission(self, request, obj=None):
@@ -577,8 +583,8 @@ class RefundEventInline(ReadOnlyInline, admin.TabularInline):
 class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmin):
     export_columns = REFUND_COLUMNS
 
-    def export_rows(self, queryset):
-        return refund_rows(queryset)
+    def export_queryset(self, queryset):
+        return refunds_for_export(queryset)
 
     object_buttons = [
         ("approve", "Approve", lambda refund: refund.status == RefundStatus.REQUESTED),

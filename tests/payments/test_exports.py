@@ -1,4 +1,4 @@
-"""Exports of the admin's payments and refunds lists: the list's filters, refunded / net /
+"""Exports of the admin's payments and refunds lists: the list's filters, refunded / fee / net /
 processor reference columns, CSV and XLSX, formulas neutralised."""
 
 import csv
@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 from openpyxl import load_workbook
 
+from ledger.models import Price
 from payments import services
 from payments.jobs import process_payment, refund_payment
 from tests.factories import UserFactory
@@ -28,7 +29,8 @@ def csv_rows(response) -> list[list[str]]:
 
 
 @pytest.fixture
-def refunded_payment(make_payment):
+def refunded_payment(make_payment, merchant):
+    Price.objects.create(merchant=merchant, currency="EUR", rate_bps=290, fixed_minor=30)
     finance = UserFactory(username="fay-finance", roles=["Finance"])
     payment = make_payment(amount_minor=10_00, merchant_reference='=HYPERLINK("http://evil")')
     process_payment(payment.pk)
@@ -39,22 +41,26 @@ def refunded_payment(make_payment):
     return payment
 
 
-def test_payments_csv_has_refunded_net_and_processor_reference(viewer, refunded_payment, make_payment):
-    make_payment()  # pending: filtered out below
+def test_payments_csv_has_refunded_fee_net_and_processor_reference(viewer, refunded_payment, make_payment):
+    pending = make_payment()  # filtered out below, then alone: no fee, nothing net
 
     rows = csv_rows(client_for(viewer).get("/admin/payments/payment/export/csv/?status__exact=partially_refunded"))
 
     header, *data = rows
-    assert header[:10] == [
+    assert header[:11] == [
         "payment", "created at (UTC)", "merchant", "merchant reference", "status",
-        "currency", "amount", "refunded", "net", "processor reference",
+        "currency", "amount", "refunded", "fee", "net", "processor reference",
     ]  # fmt: skip
     assert len(data) == 1
     row = dict(zip(header, data[0], strict=True))
     assert row["payment"] == refunded_payment.public_id
-    assert (row["amount"], row["refunded"], row["net"]) == ("10.00", "2.50", "7.50")
+    # The fee (2.90 % + 0.30) comes from the ledger and is kept on a refund: net = 10.00 - 0.59 - 2.50.
+    assert (row["amount"], row["refunded"], row["fee"], row["net"]) == ("10.00", "2.50", "0.59", "6.91")
     assert row["processor reference"] == refunded_payment.attempts.get().gateway_reference != ""
     assert row["merchant reference"].startswith("'=HYPERLINK")
+    header, pending_row = csv_rows(client_for(viewer).get("/admin/payments/payment/export/csv/?status__exact=pending"))
+    row = dict(zip(header, pending_row, strict=True))
+    assert (row["payment"], row["fee"], row["net"]) == (pending.public_id, "", "0.00")
 
 
 def test_payments_xlsx_is_a_workbook_with_the_same_rows(viewer, refunded_payment):
