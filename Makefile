@@ -28,11 +28,12 @@ run: $(VENV)/.installed
 		PAYMENTS_DEMO_INNER_GATEWAY=$${PAYMENTS_DEMO_INNER_GATEWAY:-payments.gateways.http.HttpGateway} \
 		PROCESSOR_LATENCY_MS=$${PROCESSOR_LATENCY_MS:-150} PROCESSOR_LATENCY_JITTER_MS=$${PROCESSOR_LATENCY_JITTER_MS:-50} \
 		WEBHOOKS_ALLOW_LOOPBACK=$${WEBHOOKS_ALLOW_LOOPBACK:-true} \
+		RQ_LOG_LEVEL=$${RQ_LOG_LEVEL:-WARNING} \
 		JOBS_RETRY_BACKOFF_SECONDS=$${JOBS_RETRY_BACKOFF_SECONDS:-2,5,10,20} \
 		PAYMENTS_RECOVERY_SCHEDULE_SECONDS=$${PAYMENTS_RECOVERY_SCHEDULE_SECONDS:-5,15,30,60}; \
 	$(PY) manage.py migrate --no-input -v 0 && \
 	$(PY) manage.py seed_demo --once && \
-	$(PY) manage.py seed_demo_webhooks && \
+	$(PY) manage.py seed_demo_webhooks || exit 1; \
 	processes="web worker sweeper processor banner"; \
 	if [ "$(TRAFFIC)" != "0" ]; then processes="$$processes traffic"; fi; \
 	if [ -z "$$REDIS_URL" ]; then processes="redis $$processes"; fi; \

@@ -5,6 +5,16 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def set_line_fillfactor(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("ALTER TABLE reconciliation_settlementline SET (fillfactor = 60)")
+
+
+def reset_line_fillfactor(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("ALTER TABLE reconciliation_settlementline RESET (fillfactor)")
+
+
 class Migration(migrations.Migration):
 
     initial = True
@@ -184,10 +194,7 @@ class Migration(migrations.Migration):
             model_name='discrepancy',
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('resolution__gt', ''), ('resolved_by__isnull', False), ('status', 'resolved')), models.Q(('status', 'resolved'), _negated=True), _connector='OR'), name='discrepancy_resolved_by_someone'),
         ),
-        migrations.RunSQL(
-            # Room on each page for the matched version of its lines, so matching's UPDATE stays
-            # on the page (HOT) and writes no index entry.
-            "ALTER TABLE reconciliation_settlementline SET (fillfactor = 60)",
-            "ALTER TABLE reconciliation_settlementline RESET (fillfactor)",
-        ),
+        # Room on each page for the matched version of its lines, so matching's UPDATE stays
+        # on the page (HOT) and writes no index entry. PostgreSQL only (SQLite has no fillfactor).
+        migrations.RunPython(set_line_fillfactor, reset_line_fillfactor),
     ]
