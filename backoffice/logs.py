@@ -68,6 +68,6 @@ def structured_logging(*, json_lines: bool, level: str) -> dict:
             # rq's cron says "Enqueued job ..." at every tick: only problems on a laptop.
             "rq.cron": {"level": "INFO" if json_lines else "WARNING"},
             # Each delivered notification; the e-mail backend already says one line per e-mail.
-            "notifications.services": {"level": "INFO" if json_lines else "WARNING"},
+            "notifications.delivery": {"level": "INFO" if json_lines else "WARNING"},
         },
     }

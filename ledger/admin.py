@@ -189,7 +189,7 @@ class PayoutRequestForm(forms.Form):
         if cleaned_data.get("amount") and "currency" in cleaned_data:
             try:
                 cleaned_data["amount_minor"] = parse_major_amount(cleaned_data["amount"], cleaned_data["currency"])
-            except (ValidationError, ArithmeticError):
+            except ValidationError:
                 self.add_error("amount", "Enter an amount such as 12.34.")
         return cleaned_data
 

@@ -45,6 +45,7 @@ from payments.models import (
 )
 from payments.money import format_minor
 from payments.portal.reports import MOVING_PAYMENT_STATUSES, MOVING_REFUND_STATUSES
+from payments.selectors import refund_remaining_minor
 from payments.services import (
     payment_cancel,
     payment_create,
@@ -52,7 +53,6 @@ from payments.services import (
     payment_retry,
     refund_approve,
     refund_reject,
-    refund_remaining_minor,
     refund_request,
     settlement_approve,
     settlement_reject,

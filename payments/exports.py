@@ -18,7 +18,6 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import BigIntegerField, CharField, Expression, OuterRef, QuerySet, Subquery, Sum, Value
@@ -27,7 +26,7 @@ from django.http import FileResponse, StreamingHttpResponse
 from openpyxl import Workbook
 
 from payments.models import PaymentAttempt, Refund
-from payments.money import currency_exponent
+from payments.money import format_major
 from payments.states import CAPTURED, RefundStatus
 
 EXPORT_CHUNK = 1000
@@ -54,10 +53,7 @@ def neutralise(value) -> str:
 
 def _major(amount_minor: int | None, currency: str) -> str:
     """The amount as a plain decimal number in major units (no code, no thousands separator)."""
-    if amount_minor is None:
-        return ""
-    exponent = currency_exponent(currency)
-    return f"{Decimal(amount_minor).scaleb(-exponent):.{exponent}f}"
+    return "" if amount_minor is None else format_major(amount_minor, currency)
 
 
 def _utc(moment) -> str:

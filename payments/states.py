@@ -35,13 +35,8 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "refund_fully": ((S.SUCCEEDED, S.PARTIALLY_REFUNDED), S.REFUNDED),
 }
 
-TERMINAL = frozenset({S.CANCELED, S.REFUNDED})
 # A payment in these states has money captured at the gateway.
 CAPTURED = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED})
-
-
-def allowed_targets(source: str) -> set[str]:
-    return {target for sources, target in TRANSITIONS.values() if source in sources}
 
 
 class RefundStatus(TextChoices):

@@ -34,7 +34,6 @@ from payments.portal.access import merchant_view
 from payments.portal.reports import AttentionItem
 
 RECENT_NOTIFICATIONS = 20
-IN_FLIGHT = (NotificationStatus.PENDING, NotificationStatus.DELIVERING)
 
 
 def _endpoint_or_404(request, endpoint_id: int) -> WebhookEndpoint:

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from redis.exceptions import RedisError
 
+from payments.errors import PaymentError
 from payments.money import format_major, format_minor
 from payments.portal.access import SESSION_MERCHANT_KEY, merchant_payment_or_404, merchant_payments, merchant_view
 from payments.portal.converters import PublicPaymentId
@@ -40,7 +41,8 @@ from payments.portal.reports import (
     refunds_for_merchant,
 )
 from payments.portal.sections import contributed_attention, contributed_payment_sections
-from payments.services import PaymentError, payment_create, refund_remaining_minor, refund_request_by_merchant
+from payments.selectors import refund_remaining_minor
+from payments.services import payment_create, refund_request_by_merchant
 from payments.states import PaymentStatus
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,6 @@ cancel, gateway answers), `refunds`, `settlements` (unknown payments settled by 
 `common` holds what they share. The names below are the public surface:
 `from payments import services` then `services.payment_create(...)` works as before."""
 
-from payments.errors import PaymentError
-from payments.selectors import refund_remaining_minor
 from payments.services.payments import (
     PROCESS_JOB,
     RECOVER_JOB,
@@ -28,15 +26,12 @@ from payments.services.refunds import (
     refund_result_apply,
 )
 from payments.services.settlements import settlement_approve, settlement_reject, settlement_request
-from payments.validators import contains_card_number
 
 __all__ = [
     "PROCESS_JOB",
     "RECOVER_JOB",
     "REFUND_JOB",
-    "PaymentError",
     "RefundOutcomeUnknown",
-    "contains_card_number",
     "payment_cancel",
     "payment_charge_result_apply",
     "payment_create",
@@ -48,7 +43,6 @@ __all__ = [
     "refund_approve",
     "refund_processing_start",
     "refund_reject",
-    "refund_remaining_minor",
     "refund_request",
     "refund_request_by_merchant",
     "refund_result_apply",

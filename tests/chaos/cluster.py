@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from backoffice.embedded_redis import redis_server_command
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -83,10 +85,8 @@ class Redis:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", str(self.root), "--logfile", str(self.root / "redis.log")],
-        )
+        command = redis_server_command(binary="redis-server", directory=self.root, port=self.port)
+        self.process = subprocess.Popen([*command, "--logfile", str(self.root / "redis.log")])
         for _ in range(100):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return

@@ -3,6 +3,7 @@ from django.test import override_settings
 
 from backoffice.models import AuditEntry, Job
 from payments import services
+from payments.errors import PaymentError
 from payments.models import Membership, Refund
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import PaymentFactory, UserFactory
@@ -160,11 +161,11 @@ def test_merchant_refund_service_needs_an_owner_of_that_merchant(captured, membe
     stranger = merchant_user("oscar-other-owner", other_merchant)
     staff = UserFactory(username="fiona-finance", roles=["Finance"])
     for user in (member, stranger, staff):
-        with pytest.raises(services.PaymentError, match="Only an owner"):
+        with pytest.raises(PaymentError, match="Only an owner"):
             services.refund_request_by_merchant(payment=payment, amount_minor=100, reason="r", requested_by=user)
     owner.is_active = False
     owner.save()
-    with pytest.raises(services.PaymentError, match="Only an owner"):
+    with pytest.raises(PaymentError, match="Only an owner"):
         services.refund_request_by_merchant(payment=payment, amount_minor=100, reason="r", requested_by=owner)
     assert not Refund.objects.exists()
 
@@ -174,7 +175,7 @@ def test_merchant_refund_service_refuses_for_an_inactive_merchant(captured, owne
     merchant.is_active = False
     merchant.save()
     payment.refresh_from_db()
-    with pytest.raises(services.PaymentError):
+    with pytest.raises(PaymentError):
         services.refund_request_by_merchant(payment=payment, amount_minor=100, reason="r", requested_by=owner)
 
 
@@ -183,12 +184,12 @@ def test_merchant_owner_needs_no_staff_permission_and_staff_refunds_still_need_i
     Membership.objects.filter(user=owner).update(role=Membership.Role.OWNER)
     refund = services.refund_request_by_merchant(payment=payment, amount_minor=100, reason="r", requested_by=owner)
     assert refund.status == RefundStatus.APPROVED
-    with pytest.raises(services.PaymentError, match="permission"):
+    with pytest.raises(PaymentError, match="permission"):
         services.refund_request(payment=payment, amount_minor=100, reason="r", requested_by=owner)
 
 
 def test_merchant_refunds_share_the_remaining_amount_check(captured, owner):
     payment = captured(amount_minor=10_00)
     services.refund_request_by_merchant(payment=payment, amount_minor=10_00, reason="all", requested_by=owner)
-    with pytest.raises(services.PaymentError, match="remains refundable"):
+    with pytest.raises(PaymentError, match="remains refundable"):
         services.refund_request_by_merchant(payment=payment, amount_minor=1, reason="more", requested_by=owner)

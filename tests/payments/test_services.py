@@ -10,6 +10,7 @@ from payments.jobs import process_payment, recover_payment
 from payments.models import Payment, PaymentAttempt, PaymentEvent, SimulatedGatewayRecord
 from payments.signals import payment_status_changed
 from payments.states import AttemptOutcome, PaymentStatus
+from payments.validators import contains_card_number
 
 pytestmark = pytest.mark.django_db
 
@@ -295,4 +296,4 @@ def test_processing_job_is_enqueued_only_on_commit(django_capture_on_commit_call
     "text", ["ORD-2026-000123", "order 1234567890123 shipped", "+44 20 7946 0958", "tok_success", "2026-11-26 20:00"]
 )
 def test_ordinary_references_are_not_mistaken_for_card_numbers(text):
-    assert not services.contains_card_number(text)
+    assert not contains_card_number(text)
