@@ -1,3 +1,4 @@
+import django_rq
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -29,3 +30,16 @@ def test_seed_demo_once_gives_every_state_and_a_login_per_role(capsys, settings,
     call_command("seed_demo", "--once")
     assert "already present" in capsys.readouterr().out
     assert Merchant.objects.count() == 3 and 190 <= Payment.objects.count() <= 210
+
+
+@pytest.mark.django_db(transaction=True)
+def test_seed_demo_with_a_live_redis_processes_the_jobs_redis_took(capsys, settings, tmp_path):
+    # Committed for real, so each job is pushed to the live Redis on commit and is `queued`
+    # when the seed runs it (the bug: the seed ran only `pending` jobs and then retried a
+    # payment that was still pending).
+    settings.RUN_DIR = tmp_path
+    call_command("seed_demo")
+
+    assert django_rq.get_queue("payments").count > 0  # Redis did take the pushes
+    assert set(Payment.objects.values_list("status", flat=True)) == set(PaymentStatus.values)
+    assert Refund.objects.filter(status="succeeded").count() == 15

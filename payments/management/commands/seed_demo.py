@@ -31,6 +31,10 @@ def logins_file():
     return settings.RUN_DIR / "demo-logins.txt"
 
 
+# A job the seed runs itself: `pending` while Redis is down, `queued` once a live Redis took it
+# on commit (its RQ copy then finds it finished and does nothing).
+NOT_STARTED = [JobStatus.PENDING, JobStatus.QUEUED]
+
 # token -> how many payments end up in the state that token leads to
 PLAN = [("tok_success", 110), ("tok_decline", 30), ("tok_timeout", 10), ("tok_error", 10)]
 
@@ -153,7 +157,7 @@ class Command(BaseCommand):
     def _refund(self, payment, amount_minor, finance, reason):
         with override_settings(PAYMENTS_REFUND_APPROVAL_THRESHOLD={"default": "1000000000"}):
             services.refund_request(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=finance)
-        for job in Job.objects.filter(func=services.REFUND_JOB, status=JobStatus.PENDING):
+        for job in Job.objects.filter(func=services.REFUND_JOB, status__in=NOT_STARTED):
             run_job(str(job.pk))
 
     def _new_payment(self, rng, merchants, currencies, token) -> Payment:
@@ -175,9 +179,7 @@ class Command(BaseCommand):
         """Create and process at once with the real runner, as a worker would."""
         with transaction.atomic():
             payment = self._new_payment(rng, merchants, currencies, token)
-        for job in Job.objects.filter(
-            func=services.PROCESS_JOB, kwargs__payment_id=payment.pk, status=JobStatus.PENDING
-        ):
+        for job in Job.objects.filter(func=services.PROCESS_JOB, kwargs__payment_id=payment.pk, status__in=NOT_STARTED):
             run_job(str(job.pk))
         payment.refresh_from_db()
         return payment
