@@ -387,8 +387,13 @@ RECONCILIATION_CHUNK_LINES = env.int("RECONCILIATION_CHUNK_LINES", default=50_00
 # The scheduled fetch (cron syntax, UTC) and how many past days it fills in when one was missed.
 RECONCILIATION_FETCH_CRON = env.str("RECONCILIATION_FETCH_CRON", default="30 2 * * *")
 RECONCILIATION_FETCH_DAYS = env.int("RECONCILIATION_FETCH_DAYS", default=3)
-# Ledger adjustments at or above this amount (minor units) need a second person's approval.
-RECONCILIATION_ADJUSTMENT_APPROVAL_MINOR = env.int("RECONCILIATION_ADJUSTMENT_APPROVAL_MINOR", default=10_000)
+# Resolving an exception by a ledger adjustment at or above this amount (major units, per
+# currency, "default" for the rest; compared in each currency's minor units) needs a second
+# person with approve_adjustment. Example: "EUR=100,JPY=15000,default=100".
+RECONCILIATION_ADJUSTMENT_APPROVAL_THRESHOLD = env.dict(
+    "RECONCILIATION_ADJUSTMENT_APPROVAL_THRESHOLD",
+    default={"EUR": "100", "USD": "110", "GBP": "90", "JPY": "16000", "KWD": "34", "default": "100"},
+)
 
 for _name in (
     "SESSION_STAFF_MAX_SECONDS",
@@ -478,6 +483,7 @@ def _check_refund_thresholds(thresholds: dict, name: str = "PAYMENTS_REFUND_APPR
 
 _check_refund_thresholds(PAYMENTS_REFUND_APPROVAL_THRESHOLD)
 _check_refund_thresholds(LEDGER_PAYOUT_APPROVAL_THRESHOLD, "LEDGER_PAYOUT_APPROVAL_THRESHOLD")
+_check_refund_thresholds(RECONCILIATION_ADJUSTMENT_APPROVAL_THRESHOLD, "RECONCILIATION_ADJUSTMENT_APPROVAL_THRESHOLD")
 if LEDGER_RELEASE_DELAY_DAYS < 0 or not 0 <= LEDGER_DEFAULT_FEE_RATE_BPS <= 10_000:
     raise ImproperlyConfigured(
         "LEDGER_RELEASE_DELAY_DAYS cannot be negative; LEDGER_DEFAULT_FEE_RATE_BPS is 0 to 10000."

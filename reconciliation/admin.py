@@ -2,7 +2,9 @@
 with its resolutions, and the lines and matching runs read-only. Actions call services."""
 
 import csv
+import uuid
 from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from django import forms
@@ -13,17 +15,34 @@ from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpRespo
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from backoffice.admin import ReadOnlyAdminMixin, job_admin_link
-from backoffice.admin_actions import ActionReasonForm, confirm_with_reason
+from backoffice.admin_actions import ActionReasonForm, ObjectButtons, confirm_with_form, confirm_with_reason
 from backoffice.admin_base import PaydeskModelAdmin
 from backoffice.progress import progress_rate
+from payments.admin import AwaitingMyApprovalFilter
+from payments.admin_forms import DecisionForm
+from payments.money import currency_exponent, format_minor
 from reconciliation.formats import FORMATS
 from reconciliation.ingest import ReportInvalid, settlement_file_ingest
-from reconciliation.models import Discrepancy, DiscrepancyStatus, MatchingRun, SettlementFile, SettlementLine
+from reconciliation.models import (
+    AdjustmentDirection,
+    AdjustmentRequest,
+    AdjustmentStatus,
+    Discrepancy,
+    DiscrepancyStatus,
+    MatchingRun,
+    SettlementFile,
+    SettlementLine,
+)
 from reconciliation.selectors import day_report, processor_days
 from reconciliation.services import (
+    adjustment_approval_threshold_minor,
+    adjustment_approve,
+    adjustment_reject,
+    adjustment_request,
     discrepancy_accept,
     discrepancy_link,
     discrepancy_request_settlement,
@@ -240,6 +259,40 @@ class LinkForm(ActionReasonForm):
     field_order = ["record", "reason"]
 
 
+class AdjustmentForm(ActionReasonForm):
+    direction = forms.ChoiceField(choices=AdjustmentDirection.choices, widget=forms.RadioSelect)
+    amount = forms.CharField(max_length=30, help_text="In major units of the exception's currency, e.g. 12.34.")
+    # Made when the form is shown: posting the same form twice makes one adjustment.
+    request_key = forms.CharField(widget=forms.HiddenInput, max_length=100)
+    field_order = ["direction", "amount", "reason"]
+
+    def __init__(self, *args, currency: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.fields["request_key"].initial = uuid.uuid4().hex
+
+    def clean_amount(self) -> int:
+        text = self.cleaned_data["amount"].strip().replace(",", "")
+        exponent = currency_exponent(self.currency)
+        try:
+            major = Decimal(text)
+        except InvalidOperation:
+            major = None
+        if major is None or not major.is_finite() or major <= 0 or major.as_tuple().exponent < -exponent:
+            raise forms.ValidationError(
+                f"Give a positive amount in {self.currency} with at most {exponent} decimals.", code="amount"
+            )
+        return int(major.scaleb(exponent))
+
+
+def _form_errors(form, error: ValidationError) -> None:
+    if hasattr(error, "error_dict"):
+        for name, errors in error.message_dict.items():
+            form.add_error(name if name in form.fields else None, errors)
+    else:
+        form.add_error(None, error.messages)
+
+
 @admin.register(Discrepancy)
 class DiscrepancyAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = [
@@ -255,7 +308,7 @@ class DiscrepancyAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     fields = [
         "kind", "status", "processor", "day", "line_link", "payment_link", "refund_link", "merchant",
         "amount_display", "expected_amount_minor", "detail", "resolution", "resolution_reason", "resolved_by",
-        "resolved_at", "settlement_request", "resolve_links", "created_at", "updated_at",
+        "resolved_at", "settlement_request", "adjustments_list", "resolve_links", "created_at", "updated_at",
     ]  # fmt: skip
     readonly_fields = fields
 
@@ -292,15 +345,80 @@ class DiscrepancyAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     def resolve_links(self, entry: Discrepancy) -> str:
         if entry.status != DiscrepancyStatus.OPEN:
             return "-"
-        url = reverse("admin:reconciliation_discrepancy_link", args=[entry.pk])
-        return format_html('<a class="button" href="{}">Link to the right record…</a>', url)
+        link = reverse("admin:reconciliation_discrepancy_link", args=[entry.pk])
+        adjust = reverse("admin:reconciliation_discrepancy_adjust", args=[entry.pk])
+        return format_html(
+            '<a class="button" href="{}">Link to the right record…</a> '
+            '<a class="button" href="{}">Adjust the ledger…</a>',
+            link,
+            adjust,
+        )
+
+    @admin.display(description="ledger adjustments")
+    def adjustments_list(self, entry: Discrepancy) -> str:
+        adjustments = list(entry.adjustments.select_related("requested_by", "decided_by"))
+        if not adjustments:
+            return "-"
+        parts = []
+        for adjustment in adjustments:
+            url = reverse("admin:reconciliation_adjustmentrequest_change", args=[adjustment.pk])
+            text = f"{adjustment.amount_display} ({adjustment.get_status_display().lower()})"
+            if adjustment.ledger_transaction_id:
+                ledger_url = reverse("admin:ledger_transaction_change", args=[adjustment.ledger_transaction_id])
+                parts.append(format_html('<a href="{}">{}</a>, <a href="{}">ledger transaction</a>', url, text,
+                                         ledger_url))  # fmt: skip
+            else:
+                parts.append(format_html('<a href="{}">{}</a>', url, text))
+        return format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts))
 
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
             path("<int:pk>/link/", view(self.link_view), name="reconciliation_discrepancy_link"),
+            path("<int:pk>/adjust/", view(self.adjust_view), name="reconciliation_discrepancy_adjust"),
             *super().get_urls(),
         ]
+
+    def adjust_view(self, request, pk: int):
+        """Resolve by a ledger adjustment: posted at once below the threshold, else awaiting a
+        second person (the exceptions' adjustments list)."""
+        if not self.has_resolve_permission(request):
+            raise PermissionDenied
+        entry = get_object_or_404(Discrepancy.objects.select_related("merchant"), pk=pk)
+        form = AdjustmentForm(request.POST or None, currency=entry.currency)
+        if request.method == "POST" and form.is_valid():
+            try:
+                adjustment = adjustment_request(
+                    discrepancy=entry,
+                    actor=request.user,
+                    amount_minor=form.cleaned_data["amount"],
+                    direction=form.cleaned_data["direction"],
+                    reason=form.cleaned_data["reason"],
+                    request_key=form.cleaned_data["request_key"],
+                )
+            except ValidationError as error:
+                _form_errors(form, error)
+            else:
+                if adjustment.status == AdjustmentStatus.POSTED:
+                    text, level = (
+                        f"{entry} is resolved: {adjustment.amount_display} posted to the ledger.",
+                        messages.SUCCESS,
+                    )
+                else:
+                    text = f"The adjustment of {adjustment.amount_display} awaits a second person's approval."
+                    level = messages.WARNING
+                self.message_user(request, text, level)
+                return HttpResponseRedirect(reverse("admin:reconciliation_discrepancy_change", args=[entry.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Adjust the ledger for {entry}",
+            "opts": self.model._meta,
+            "entry": entry,
+            "form": form,
+            "account": f"{entry.merchant}'s available balance" if entry.merchant_id else "the processor receivable",
+            "threshold": format_minor(adjustment_approval_threshold_minor(entry.currency), entry.currency),
+        }
+        return TemplateResponse(request, "reconciliation/adjust.html", context)
 
     def link_view(self, request, pk: int):
         if not self.has_resolve_permission(request):
@@ -316,11 +434,7 @@ class DiscrepancyAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
                     reason=form.cleaned_data["reason"],
                 )
             except ValidationError as error:
-                if hasattr(error, "error_dict"):
-                    for name, errors in error.message_dict.items():
-                        form.add_error(name if name in form.fields else None, errors)
-                else:
-                    form.add_error(None, error.messages)
+                _form_errors(form, error)
             else:
                 self.message_user(request, f"{entry} is resolved: linked.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:reconciliation_discrepancy_change", args=[entry.pk]))
@@ -358,6 +472,86 @@ class DiscrepancyAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
             apply=lambda entry, reason: discrepancy_request_settlement(
                 discrepancy=entry, actor=request.user, reason=reason
             ),
+        )
+
+
+def describe_adjustment(adjustment: AdjustmentRequest) -> str:
+    """What an approver must see before deciding: the exception, the amount, who asked and why."""
+    entry = adjustment.discrepancy
+    return (
+        f"{adjustment.amount_display} to {entry.merchant or 'the processor receivable'} for {entry} "
+        f"({entry.detail}), asked by {adjustment.requested_by}: {adjustment.reason}"
+    )
+
+
+@admin.register(AdjustmentRequest)
+class AdjustmentRequestAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmin):
+    object_buttons = [
+        ("approve", "Approve", lambda item: item.status == AdjustmentStatus.REQUESTED),
+        ("reject", "Reject", lambda item: item.status == AdjustmentStatus.REQUESTED),
+    ]
+    list_display = [
+        "id", "discrepancy_link", "merchant", "amount_display", "status", "needs_approval", "requested_by",
+        "decided_by", "created_at",
+    ]  # fmt: skip
+    list_filter = [AwaitingMyApprovalFilter, "status", "needs_approval"]
+    actions = ["approve", "reject"]
+    fields = [
+        "discrepancy_link", "merchant", "amount_display", "reason", "status", "needs_approval", "requested_by",
+        "decided_by", "decision_note", "ledger_link", "request_key", "created_at", "decided_at",
+    ]  # fmt: skip
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("discrepancy", "discrepancy__merchant", "merchant", "requested_by", "decided_by")
+        )
+
+    @admin.display(description="amount", ordering="amount_minor")
+    def amount_display(self, adjustment: AdjustmentRequest) -> str:
+        return adjustment.amount_display
+
+    @admin.display(description="exception")
+    def discrepancy_link(self, adjustment: AdjustmentRequest) -> str:
+        url = reverse("admin:reconciliation_discrepancy_change", args=[adjustment.discrepancy_id])
+        return format_html('<a href="{}">{}</a>', url, adjustment.discrepancy)
+
+    @admin.display(description="ledger transaction")
+    def ledger_link(self, adjustment: AdjustmentRequest) -> str:
+        if adjustment.ledger_transaction_id is None:
+            return "-"
+        url = reverse("admin:ledger_transaction_change", args=[adjustment.ledger_transaction_id])
+        return format_html('<a href="{}">{}</a>', url, adjustment.ledger_transaction)
+
+    def has_approve_permission(self, request) -> bool:
+        return request.user.has_perm("reconciliation.approve_adjustment")
+
+    @admin.action(description="Approve adjustments (as the second person)", permissions=["approve"])
+    def approve(self, request, queryset):
+        return confirm_with_form(
+            self,
+            request,
+            queryset,
+            verb="approve",
+            describe=describe_adjustment,
+            done="posted",
+            form_class=DecisionForm,
+            apply=lambda item, data: adjustment_approve(adjustment=item, approver=request.user, note=data["note"]),
+        )
+
+    @admin.action(description="Reject adjustments", permissions=["approve"])
+    def reject(self, request, queryset):
+        return confirm_with_form(
+            self,
+            request,
+            queryset,
+            verb="reject",
+            describe=describe_adjustment,
+            done="rejected",
+            form_class=DecisionForm,
+            apply=lambda item, data: adjustment_reject(adjustment=item, approver=request.user, note=data["note"]),
         )
 
 

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from ledger.models import Transaction
 from payments.models import Merchant, PaymentAttempt, Refund, SettlementRequest
 from payments.money import format_minor
 from reconciliation.formats import LINE_TYPES
@@ -235,3 +236,79 @@ class MatchingRun(models.Model):
 
     def __str__(self) -> str:
         return f"matching {self.processor} {self.day}"
+
+
+class AdjustmentStatus(models.TextChoices):
+    REQUESTED = "requested", "Awaiting approval"
+    POSTED = "posted", "Posted to the ledger"
+    REJECTED = "rejected", "Rejected"
+
+
+class AdjustmentDirection(models.TextChoices):
+    CREDIT = "credit", "Credit (the account gets more)"
+    DEBIT = "debit", "Debit (the account gets less)"
+
+
+class AdjustmentRequest(models.Model):
+    """Resolving an exception by a ledger adjustment. Below the approval threshold it is posted
+    when asked; at or above it waits for a second person. The request key (from the form) is
+    unique, so a double submit makes one request and one posting."""
+
+    discrepancy = models.ForeignKey(Discrepancy, on_delete=models.PROTECT, related_name="adjustments")
+    request_key = models.CharField(max_length=100, unique=True)
+    merchant = models.ForeignKey(Merchant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    currency = models.CharField(max_length=3)
+    amount_minor = models.BigIntegerField(help_text="Always positive; the direction says which way.")
+    direction = models.CharField(max_length=10, choices=AdjustmentDirection.choices)
+    reason = models.TextField()
+    status = models.CharField(max_length=10, choices=AdjustmentStatus.choices, default=AdjustmentStatus.REQUESTED)
+    needs_approval = models.BooleanField(default=False)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decision_note = models.TextField(blank=True)
+    ledger_transaction = models.OneToOneField(
+        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="reconciliation_adjustment"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "ledger adjustment of an exception"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="adjustment_amount_positive"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=AdjustmentStatus.values), name="adjustment_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(direction__in=AdjustmentDirection.values), name="adjustment_direction_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(decided_by__isnull=True) | ~models.Q(decided_by=models.F("requested_by")),
+                name="adjustment_decider_not_requester",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="posted") | models.Q(ledger_transaction__isnull=False),
+                name="adjustment_posted_has_transaction",
+            ),
+            # At most one adjustment of an exception awaiting approval or posted.
+            models.UniqueConstraint(
+                fields=["discrepancy"],
+                condition=models.Q(status__in=["requested", "posted"]),
+                name="one_adjustment_per_discrepancy",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"adjustment #{self.pk} of {self.discrepancy_id} ({self.status})"
+
+    @property
+    def signed_amount_minor(self) -> int:
+        return self.amount_minor if self.direction == AdjustmentDirection.CREDIT else -self.amount_minor
+
+    @property
+    def amount_display(self) -> str:
+        sign = "" if self.direction == AdjustmentDirection.CREDIT else "-"
+        return sign + format_minor(self.amount_minor, self.currency)

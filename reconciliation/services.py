@@ -7,17 +7,24 @@ open, and writes an audit entry in the same transaction.
 
 from datetime import date
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from backoffice.models import Job, JobStatus
 from backoffice.services import audit_record, job_enqueue
+from ledger.services import adjustment_post
+from ledger.states import AccountKind
 from payments.models import PaymentAttempt, Refund
+from payments.money import currency_exponent, format_minor, major_to_minor
 from payments.services.settlements import settlement_request
 from payments.states import PaymentStatus
 from reconciliation.formats import CHARGE, FEE, REFUND
 from reconciliation.models import (
+    AdjustmentDirection,
+    AdjustmentRequest,
+    AdjustmentStatus,
     Discrepancy,
     DiscrepancyKind,
     DiscrepancyStatus,
@@ -194,6 +201,166 @@ def discrepancy_request_settlement(*, discrepancy: Discrepancy, actor, reason: s
             details={"payment": attempt.payment.public_id, "settlement_request": request.pk},
         )
     return request
+
+
+def adjustment_approval_threshold_minor(currency: str) -> int:
+    """The adjustment (minor units) at or above which a second person must approve."""
+    thresholds = settings.RECONCILIATION_ADJUSTMENT_APPROVAL_THRESHOLD
+    return major_to_minor(thresholds.get(currency, thresholds.get("default", "0")), currency)
+
+
+def _adjustment_post(adjustment: AdjustmentRequest, *, actor) -> None:
+    """Post the adjustment (the merchant's available balance, or the processor receivable when
+    the exception has no merchant) and resolve its exception, in the caller's transaction. The
+    ledger key is the request's, so the money moves once whatever repeats."""
+    discrepancy = adjustment.discrepancy
+    adjustment.ledger_transaction = adjustment_post(
+        currency=adjustment.currency,
+        amount_minor=adjustment.signed_amount_minor,
+        reason=f"reconciliation {discrepancy}: {adjustment.reason}"[:255],
+        idempotency_key=f"reconciliation-adjustment:{adjustment.request_key}",
+        merchant=adjustment.merchant,
+        account_kind=AccountKind.AVAILABLE if adjustment.merchant_id else AccountKind.PROCESSOR_RECEIVABLE,
+        actor=actor,
+    )
+    adjustment.status = AdjustmentStatus.POSTED
+    adjustment.save()
+    _resolve(
+        discrepancy,
+        actor=actor,
+        resolution=Resolution.ADJUSTED,
+        reason=adjustment.reason,
+        details={
+            "adjustment": adjustment.pk,
+            "ledger_transaction": adjustment.ledger_transaction_id,
+            "amount_minor": adjustment.signed_amount_minor,
+            "currency": adjustment.currency,
+            "requested_by": str(adjustment.requested_by),
+        },
+    )
+
+
+def _checked_amount(amount_minor, currency: str) -> int:
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
+        raise ReconciliationError(
+            {"amount_minor": ["Give a positive whole number of minor units; the direction says which way."]},
+            code="amount",
+        )
+    if amount_minor >= 10**15:
+        raise ReconciliationError({"amount_minor": ["The amount is too large."]}, code="amount")
+    try:
+        currency_exponent(currency)
+    except ValidationError:
+        raise ReconciliationError({"currency": [f"{currency[:10]!r} is not a known currency."]}) from None
+    return amount_minor
+
+
+def adjustment_request(
+    *, discrepancy: Discrepancy, actor, amount_minor: int, direction: str, reason: str, request_key: str
+) -> AdjustmentRequest:
+    """Resolve an open exception by a ledger adjustment. Below the approval threshold it is
+    posted at once and the exception resolved; at or above it waits for a second person. Locks
+    the exception; the same request key returns the first request (a double submit posts once)."""
+    reason = _require_reason(reason, "adjust the ledger")
+    request_key = (request_key or "").strip()
+    if not request_key or len(request_key) > 100:
+        raise ReconciliationError("The form's request key is missing: reload the page.", code="request_key")
+    if direction not in AdjustmentDirection.values:
+        raise ReconciliationError({"direction": ["Choose credit or debit."]}, code="direction")
+    with transaction.atomic():
+        _require_perm(actor, "reconciliation.resolve_discrepancy", "resolve exceptions")
+        locked = Discrepancy.objects.select_for_update().get(pk=discrepancy.pk)
+        existing = AdjustmentRequest.objects.filter(request_key=request_key).first()
+        if existing is not None:
+            return existing
+        discrepancy = _locked_open(locked, actor=actor, what="resolve exceptions")
+        amount_minor = _checked_amount(amount_minor, discrepancy.currency)
+        if discrepancy.adjustments.filter(status=AdjustmentStatus.REQUESTED).exists():
+            raise ReconciliationError("already has an adjustment awaiting approval", code="already_requested")
+        needs_approval = amount_minor >= adjustment_approval_threshold_minor(discrepancy.currency)
+        adjustment = AdjustmentRequest.objects.create(
+            discrepancy=discrepancy,
+            request_key=request_key,
+            merchant_id=discrepancy.merchant_id,
+            currency=discrepancy.currency,
+            amount_minor=amount_minor,
+            direction=direction,
+            reason=reason,
+            needs_approval=needs_approval,
+            requested_by=actor,
+        )
+        audit_record(
+            actor=actor,
+            action="discrepancy_adjustment_requested",
+            target=discrepancy,
+            reason=reason,
+            details={
+                "adjustment": adjustment.pk,
+                "amount": f"{adjustment.amount_display}",
+                "needs_approval": needs_approval,
+            },
+        )
+        if not needs_approval:
+            _adjustment_post(adjustment, actor=actor)
+    return adjustment
+
+
+def _locked_for_second_person(adjustment: AdjustmentRequest, approver, what: str) -> AdjustmentRequest:
+    _require_perm(approver, "reconciliation.approve_adjustment", what)
+    adjustment = AdjustmentRequest.objects.select_for_update().get(pk=adjustment.pk)
+    if adjustment.requested_by_id == approver.pk:
+        raise ReconciliationError(
+            "An adjustment this large needs a second person: you asked for this one.", code="four_eyes"
+        )
+    if adjustment.status != AdjustmentStatus.REQUESTED:
+        raise ReconciliationError(
+            f"not awaiting approval (it is {adjustment.get_status_display().lower()})", code="wrong_status"
+        )
+    return adjustment
+
+
+def adjustment_approve(*, adjustment: AdjustmentRequest, approver, note: str = "") -> AdjustmentRequest:
+    """A second person with approve_adjustment approves: the adjustment is posted and the
+    exception resolved, if it is still open (a re-run may have cleared it meanwhile)."""
+    with transaction.atomic():
+        discrepancy = Discrepancy.objects.select_for_update().get(pk=adjustment.discrepancy_id)
+        adjustment = _locked_for_second_person(adjustment, approver, "approve adjustments")
+        if discrepancy.status != DiscrepancyStatus.OPEN:
+            raise ReconciliationError(
+                f"Its exception is not open any more (it is {discrepancy.get_status_display().lower()}): "
+                "reject the adjustment.",
+                code="not_open",
+            )
+        adjustment.discrepancy = discrepancy
+        adjustment.decided_by, adjustment.decided_at = approver, timezone.now()
+        adjustment.decision_note = (note or "").strip()
+        audit_record(
+            actor=approver,
+            action="discrepancy_adjustment_approved",
+            target=discrepancy,
+            reason=adjustment.decision_note,
+            details={"adjustment": adjustment.pk, "requested_by": str(adjustment.requested_by)},
+        )
+        _adjustment_post(adjustment, actor=approver)
+    return adjustment
+
+
+def adjustment_reject(*, adjustment: AdjustmentRequest, approver, note: str) -> AdjustmentRequest:
+    """A second person rejects, with a required note: nothing is posted, the exception stays open."""
+    note = _require_reason(note, "reject an adjustment")
+    with transaction.atomic():
+        adjustment = _locked_for_second_person(adjustment, approver, "reject adjustments")
+        adjustment.status, adjustment.decided_by = AdjustmentStatus.REJECTED, approver
+        adjustment.decided_at, adjustment.decision_note = timezone.now(), note
+        adjustment.save()
+        audit_record(
+            actor=approver,
+            action="discrepancy_adjustment_rejected",
+            target=adjustment.discrepancy,
+            reason=note,
+            details={"adjustment": adjustment.pk, "amount": format_minor(adjustment.amount_minor, adjustment.currency)},
+        )
+    return adjustment
 
 
 def active_matching_job(*, processor: str, day: date) -> Job | None:
