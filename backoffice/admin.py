@@ -166,6 +166,13 @@ def jobs_live(ids: list[str]) -> dict[str, LiveStatus]:
 register_live("job", read=jobs_live, permission="backoffice.view_job")
 
 
+def _download_url(job: Job) -> str:
+    """A job that wrote a file names its download in its result (`download`: a path on this
+    site); the download view checks who may fetch it."""
+    url = job.result.get("download") if isinstance(job.result, dict) else None
+    return url if job.status == JobStatus.SUCCEEDED and isinstance(url, str) and url.startswith("/") and not url.startswith("//") else ""
+
+
 @admin.register(Job)
 class JobAdmin(ObjectButtons, JobColumns, ReadOnlyAdminMixin, PaydeskModelAdmin):
     object_buttons = [
@@ -224,7 +231,11 @@ class JobAdmin(ObjectButtons, JobColumns, ReadOnlyAdminMixin, PaydeskModelAdmin)
     ]
     # Only for jobs that report progress (backoffice.progress), right after the first block.
     progress_fieldset = ("Progress", {"fields": ["progress_display", "outcomes_display"]})
-    readonly_fields = [name for _, options in [*fieldsets, progress_fieldset] for name in options["fields"]]
+    # Only for jobs that wrote a file (a large export), once it is written.
+    download_fieldset = ("File", {"fields": ["download_display"]})
+    readonly_fields = [
+        name for _, options in [*fieldsets, progress_fieldset, download_fieldset] for name in options["fields"]
+    ]
 
     class Media:
         css = {"all": ["backoffice/jobs.css"]}
@@ -238,9 +249,12 @@ class JobAdmin(ObjectButtons, JobColumns, ReadOnlyAdminMixin, PaydeskModelAdmin)
         first, *rest = self.fieldsets
         if not may_use_rq_dashboard(request.user):
             first = (None, {"fields": [name for name in first[1]["fields"] if name != "rq_link"]})
+        extra = []
         if obj is not None and obj.has_progress:
-            return [first, self.progress_fieldset, *rest]
-        return [first, *rest]
+            extra.append(self.progress_fieldset)
+        if obj is not None and _download_url(obj):
+            extra.append(self.download_fieldset)
+        return [first, *extra, *rest]
 
     @admin.display(description="job", ordering="created_at")
     def job(self, job: Job) -> str:
@@ -292,6 +306,10 @@ class JobAdmin(ObjectButtons, JobColumns, ReadOnlyAdminMixin, PaydeskModelAdmin)
             max(total, 1),
             " · ".join(details),
         )
+
+    @admin.display(description="download")
+    def download_display(self, job: Job) -> str:
+        return format_html('<a class="job-download" href="{}">Download the file</a>', _download_url(job))
 
     @admin.display(description="outcomes")
     def outcomes_display(self, job: Job) -> str:

@@ -109,6 +109,19 @@ class JobProgress:
             skipped=[(item.label, item.skipped) for item in outcomes if item.skipped],
         )
 
+    def advance(self, count: int) -> None:
+        """Count `count` more objects done without listing them (an export's rows)."""
+        self.done += count
+        self.outcomes["done"] += count
+        self._write()
+
+    def restart(self) -> None:
+        """Count from zero again, for a job that redoes its work from the start when retried
+        (an export rewrites its file)."""
+        self.done = 0
+        self.outcomes = empty_outcomes()
+        self._write()
+
     def summary(self) -> dict:
         """A small result for the job's row: how many done, how many skipped and why."""
         return {"total": self.total, "done": self.outcomes["done"], "skipped": dict(self.outcomes["skipped"])}

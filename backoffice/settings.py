@@ -170,6 +170,13 @@ JOBS_PROGRESS_LISTED_DONE = env.int("JOBS_PROGRESS_LISTED_DONE", default=100)
 # one background job, BULK_ACTION_CHUNK_SIZE objects per transaction.
 ADMIN_BULK_JOB_THRESHOLD = env.int("ADMIN_BULK_JOB_THRESHOLD", default=50)
 BULK_ACTION_CHUNK_SIZE = env.int("BULK_ACTION_CHUNK_SIZE", default=500)
+# Exports of payments and refunds (payments.exports): a list of more rows than this, in the
+# admin or the portal, is written by a background job into EXPORT_DIR, EXPORT_CHUNK_ROWS rows
+# per query, and the file is kept EXPORT_RETENTION_HOURS (then export_files_prune removes it).
+EXPORT_JOB_THRESHOLD = env.int("EXPORT_JOB_THRESHOLD", default=10_000)
+EXPORT_CHUNK_ROWS = env.int("EXPORT_CHUNK_ROWS", default=2_000)
+EXPORT_DIR = Path(env.str("EXPORT_DIR", default=str(RUN_DIR / "exports")))
+EXPORT_RETENTION_HOURS = env.float("EXPORT_RETENTION_HOURS", default=72.0)
 # Jobs of these functions run many at a time in one worker (backoffice.batch): a worker that
 # runs one claims other due Jobs of the function beside it, for at most JOBS_BATCH_MAX_SECONDS
 # (then the worker's other queues get their turn); answers gather for up to a tick before
@@ -409,6 +416,9 @@ for _name in (
     "REDIS_PUSH_TIMEOUT_SECONDS",
     "WEBHOOKS_TIMEOUT_SECONDS",
     "BULK_ACTION_CHUNK_SIZE",
+    "EXPORT_JOB_THRESHOLD",
+    "EXPORT_CHUNK_ROWS",
+    "EXPORT_RETENTION_HOURS",
     "JOBS_BATCH_MAX_SECONDS",
     "JOBS_BATCH_TICK_SECONDS",
     "PAYMENTS_BATCH_IN_FLIGHT",
@@ -452,6 +462,8 @@ def _check_timings_together() -> None:
 
 
 _check_timings_together()
+if not EXPORT_DIR.is_absolute():
+    raise ImproperlyConfigured(f"EXPORT_DIR must be an absolute path (it is {EXPORT_DIR}).")
 for _name in ("PROCESSOR_FEE_BPS", "PROCESSOR_FEE_FIXED_MINOR", "RECONCILIATION_MISSING_AFTER_HOURS"):
     if globals()[_name] < 0:
         raise ImproperlyConfigured(f"{_name} cannot be negative (it is {globals()[_name]}).")

@@ -1,6 +1,7 @@
 """Admin of payments: presentation plus thin actions. Status and every field are read-only;
 adding goes through payments.services.payment_create; actions call one service per payment."""
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -9,7 +10,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import CharField, OuterRef, Subquery
 from django.db.models.functions import Cast
-from django.http import Http404, HttpResponseBadRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseBadRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -34,6 +36,7 @@ from payments.exports import (
     refunds_for_export,
 )
 from payments.models import (
+    Export,
     Membership,
     Merchant,
     Payment,
@@ -44,6 +47,7 @@ from payments.models import (
     SettlementRequest,
 )
 from payments.money import format_minor
+from payments.portal.exports import query_dict, saved_query
 from payments.portal.reports import MOVING_PAYMENT_STATUSES, MOVING_REFUND_STATUSES
 from payments.selectors import refund_remaining_minor
 from payments.services import (
@@ -57,6 +61,12 @@ from payments.services import (
     settlement_approve,
     settlement_reject,
     settlement_request,
+)
+from payments.services.exports import (
+    export_file_response,
+    export_needs_job,
+    export_request,
+    register_staff_list,
 )
 from payments.states import PaymentStatus, RefundStatus, SettlementStatus
 
@@ -254,25 +264,33 @@ register_live("refund", read=_read_live(Refund, refund_live), permission="paymen
 
 class ExportMixin:
     """ "Export CSV" and "Export XLSX" on a list: the rows the list shows with its current
-    filters and search (the same ChangeList, so the same lookup restrictions), streamed."""
+    filters and search (the same ChangeList, so the same lookup restrictions). Up to
+    EXPORT_JOB_THRESHOLD rows they are streamed in the answer; above, a confirmation page
+    starts a background job (payments.services.exports) whose page shows the progress and then
+    the link to the file, which only the requester (or a superuser) downloads."""
 
     change_list_template = "admin/paydesk_export_change_list.html"
     export_columns: list = []
+    export_kind = ""
 
     def export_queryset(self, queryset):
         raise NotImplementedError
 
     def get_urls(self):
         opts = self.model._meta
-        export = path(
-            "export/<str:fmt>/",
-            self.admin_site.admin_view(self.export_view),
-            name=f"{opts.app_label}_{opts.model_name}_export",
-        )
-        return [export, *super().get_urls()]
+        prefix = f"{opts.app_label}_{opts.model_name}"
+        return [
+            path("export/<str:fmt>/", self.admin_site.admin_view(self.export_view), name=f"{prefix}_export"),
+            path(
+                "export/file/<str:public_id>/",
+                self.admin_site.admin_view(self.export_file_view),
+                name=f"{prefix}_export_file",
+            ),
+            *super().get_urls(),
+        ]
 
     def export_view(self, request, fmt: str):
-        if fmt not in ("csv", "xlsx"):
+        if fmt not in Export.Format.values:
             raise Http404
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -281,13 +299,59 @@ class ExportMixin:
             queryset = self.get_changelist_instance(request).get_queryset(request)
         except IncorrectLookupParameters:
             return HttpResponseBadRequest("These filters do not apply to this list.\n", content_type="text/plain")
+        if export_needs_job(queryset):
+            return self._export_in_background(request, fmt)
         name = f"{self.model._meta.verbose_name_plural}-{timezone.localtime():%Y%m%d-%H%M%S}".replace(" ", "-")
         return export_response(fmt, name, self.export_columns, self.export_queryset(queryset))
+
+    def _export_in_background(self, request, fmt: str):
+        if request.method != "POST":
+            return TemplateResponse(
+                request,
+                "admin/paydesk_export_confirm.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.model._meta,
+                    "file_format": fmt,
+                    "threshold": f"{settings.EXPORT_JOB_THRESHOLD:,}",
+                    "retention_hours": f"{settings.EXPORT_RETENTION_HOURS:g}",
+                    "query": request.GET.urlencode(),
+                },
+            )
+        job = export_request(
+            kind=self.export_kind, file_format=fmt, query=saved_query(request.GET), requested_by=request.user
+        )
+        url = reverse("admin:backoffice_job_change", args=[job.pk])
+        self.message_user(
+            request,
+            format_html('The export is being written in the background: <a href="{}">follow its progress</a>.', url),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(url)
+
+    def export_list_for(self, user, query: dict):
+        """The list as `user` saw it with these filters, rebuilt in the worker that writes the file."""
+        request = HttpRequest()
+        request.method = "GET"
+        request.GET = query_dict(query)
+        request.user = user
+        if not self.has_view_permission(request):
+            raise PermissionDenied(f"{user} may no longer view {self.model._meta.verbose_name_plural}.")
+        return self.get_changelist_instance(request).get_queryset(request)
+
+    def export_file_view(self, request, public_id: str):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        export = Export.objects.filter(public_id=public_id, kind=self.export_kind, merchant__isnull=True).first()
+        if export is None or not (export.requested_by_id == request.user.pk or request.user.is_superuser):
+            raise Http404("No such export.")
+        return export_file_response(export)
 
 
 @admin.register(Payment)
 class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
     export_columns = PAYMENT_COLUMNS
+    export_kind = Export.Kind.PAYMENTS
     object_buttons = [
         ("process_now", "Process now", lambda payment: payment.status == PaymentStatus.PENDING),
         ("retry_failed", "Retry", lambda payment: payment.status == PaymentStatus.FAILED),
@@ -582,6 +646,7 @@ class RefundEventInline(ReadOnlyInline, admin.TabularInline):
 @admin.register(Refund)
 class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmin):
     export_columns = REFUND_COLUMNS
+    export_kind = Export.Kind.REFUNDS
 
     def export_queryset(self, queryset):
         return refunds_for_export(queryset)
@@ -797,3 +862,8 @@ class MembershipAdmin(PaydeskModelAdmin):
     search_fields = ["user__username", "user__email", "merchant__name", "merchant__slug"]
     autocomplete_fields = ["user", "merchant"]
     list_select_related = ["user", "merchant"]
+
+
+# The worker that writes a large staff export rebuilds the list through its admin.
+register_staff_list(Export.Kind.PAYMENTS, admin.site.get_model_admin(Payment).export_list_for)
+register_staff_list(Export.Kind.REFUNDS, admin.site.get_model_admin(Refund).export_list_for)

@@ -9,6 +9,7 @@ import structlog
 from backoffice.metrics import metrics_record
 from payments.gateways import ChargeRequest, RefundRequest, get_gateway
 from payments.selectors import payment_unknown_attempt, refund_charge_reference
+from payments.services.exports import export_write as export_file_write
 from payments.services.payments import (
     payment_charge_result_apply,
     payment_lookup_result_apply,
@@ -83,3 +84,8 @@ def refund_payment(refund_id: int) -> dict:
         call["outcome"] = result.outcome.value
     refund = refund_result_apply(refund_id=refund.pk, result=result)
     return {"status": refund.status}
+
+
+def export_write(export_id: int) -> dict:
+    """Write a large export's file in chunks, with progress."""
+    return export_file_write(export_id=export_id)

@@ -386,3 +386,51 @@ class Membership(models.Model):
     @property
     def is_owner(self) -> bool:
         return self.role == self.Role.OWNER
+
+
+def new_export_id() -> str:
+    return _random_id("exp_")
+
+
+class Export(models.Model):
+    """A large export written by a background job into a file under EXPORT_DIR: who asked,
+    what (payments or refunds, CSV or XLSX, the list's filters), for which merchant when it
+    was asked in the portal, and until when the file is kept. Only the requester (or a
+    superuser) downloads a staff export; only the merchant's members download theirs."""
+
+    class Kind(models.TextChoices):
+        PAYMENTS = "payments"
+        REFUNDS = "refunds"
+
+    class Format(models.TextChoices):
+        CSV = "csv"
+        XLSX = "xlsx"
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_export_id, editable=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    file_format = models.CharField("format", max_length=4, choices=Format.choices)
+    query = models.JSONField("filters", default=dict, blank=True, help_text="The list's query string, as lists.")
+    merchant = models.ForeignKey(
+        Merchant, null=True, blank=True, on_delete=models.CASCADE, related_name="+", help_text="Portal exports only."
+    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    rows = models.PositiveBigIntegerField(null=True, blank=True)
+    size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    file_name = models.CharField(max_length=100, blank=True, help_text="Under EXPORT_DIR; empty until written.")
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["merchant", "-created_at"], name="export_merchant_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.file_format} {self.public_id}"
+
+    @property
+    def download_name(self) -> str:
+        return f"{self.kind}-{self.created_at:%Y%m%d-%H%M%S}.{self.file_format}"
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self.file_name)

@@ -1,0 +1,38 @@
+"""The merchant's lists as exports read them: the payments list with its filters, and the
+refunds of those payments. Used by the portal's views and, for large exports, by the job that
+writes the file (payments.services.exports) with the filters saved on the Export."""
+
+from django.db.models import QuerySet
+from django.http import QueryDict
+
+from payments.models import Merchant, Payment, Refund
+from payments.portal.forms import PaymentFilterForm
+
+
+def merchant_payment_filters(*, merchant: Merchant, query: QueryDict | dict) -> PaymentFilterForm:
+    currencies = list(
+        Payment.objects.filter(merchant=merchant).order_by("currency").values_list("currency", flat=True).distinct()
+    )
+    return PaymentFilterForm(query, currencies=currencies)
+
+
+def merchant_list(*, merchant: Merchant, kind: str, query: QueryDict | dict) -> QuerySet:
+    """Only this merchant's rows: the filters narrow the merchant's own payments, never widen them."""
+    if isinstance(query, dict) and not isinstance(query, QueryDict):
+        query = query_dict(query)
+    payments = merchant_payment_filters(merchant=merchant, query=query).apply(Payment.objects.filter(merchant=merchant))
+    if kind == "refunds":
+        return Refund.objects.filter(payment__merchant=merchant, payment__in=payments)
+    return payments
+
+
+def query_dict(saved: dict) -> QueryDict:
+    """A query string saved as {name: [values]} (JSON), back as a QueryDict."""
+    query = QueryDict(mutable=True)
+    for name, values in saved.items():
+        query.setlist(name, [str(value) for value in values])
+    return query
+
+
+def saved_query(query: QueryDict) -> dict:
+    return {name: query.getlist(name) for name in query if name != "page"}
