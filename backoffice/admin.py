@@ -170,7 +170,9 @@ def _download_url(job: Job) -> str:
     """A job that wrote a file names its download in its result (`download`: a path on this
     site); the download view checks who may fetch it."""
     url = job.result.get("download") if isinstance(job.result, dict) else None
-    return url if job.status == JobStatus.SUCCEEDED and isinstance(url, str) and url.startswith("/") and not url.startswith("//") else ""
+    if job.status != JobStatus.SUCCEEDED or not isinstance(url, str):
+        return ""
+    return url if url.startswith("/") and not url.startswith("//") else ""
 
 
 @admin.register(Job)

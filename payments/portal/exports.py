@@ -2,10 +2,12 @@
 refunds of those payments. Used by the portal's views and, for large exports, by the job that
 writes the file (payments.services.exports) with the filters saved on the Export."""
 
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import QuerySet
 from django.http import QueryDict
 
-from payments.models import Merchant, Payment, Refund
+from backoffice.models import Job
+from payments.models import Export, Merchant, Payment, Refund
 from payments.portal.forms import PaymentFilterForm
 
 
@@ -36,3 +38,11 @@ def query_dict(saved: dict) -> QueryDict:
 
 def saved_query(query: QueryDict) -> dict:
     return {name: query.getlist(name) for name in query if name != "page"}
+
+
+def export_jobs(exports: list[Export]) -> dict[str, Job]:
+    """The Job of each export, keyed by str(export.pk): one query for a page of exports."""
+    jobs = Job.objects.filter(
+        content_type=ContentType.objects.get_for_model(Export), object_id__in=[str(export.pk) for export in exports]
+    ).order_by("created_at")
+    return {job.object_id: job for job in jobs}

@@ -1,26 +1,36 @@
 """Views of the merchant portal. Each goes through `merchant_view` and reads only the current
 merchant's rows; writes go through payments.services with a form's cleaned data."""
 
-import csv
 import logging
 import re
-from datetime import UTC
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from redis.exceptions import RedisError
 
+from backoffice.models import JobStatus
 from payments.errors import PaymentError
-from payments.money import format_major, format_minor
+from payments.exports import (
+    PAYMENT_COLUMNS,
+    REFUND_COLUMNS,
+    export_response,
+    merchant_columns,
+    payments_for_export,
+    refunds_for_export,
+)
+from payments.models import Export
+from payments.money import format_minor
 from payments.portal.access import SESSION_MERCHANT_KEY, merchant_payment_or_404, merchant_payments, merchant_view
 from payments.portal.converters import PublicPaymentId
+from payments.portal.exports import export_jobs, merchant_list, saved_query
 from payments.portal.forms import (
     MerchantLoginForm,
     MerchantPasswordResetForm,
@@ -43,6 +53,7 @@ from payments.portal.reports import (
 from payments.portal.sections import contributed_attention, contributed_payment_sections
 from payments.selectors import refund_remaining_minor
 from payments.services import payment_create, refund_request_by_merchant
+from payments.services.exports import export_file_response, export_needs_job, export_request
 from payments.states import PaymentStatus
 
 logger = logging.getLogger(__name__)
@@ -138,63 +149,72 @@ def payment_list(request):
     )
 
 
-CSV_HEADER = [
-    "payment",
-    "created_at",
-    "status",
-    "amount",
-    "currency",
-    "amount_minor",
-    "reference",
-    "customer_email",
-    "description",
-]
+EXPORT_KINDS = {"payments": Export.Kind.PAYMENTS, "refunds": Export.Kind.REFUNDS}
+RECENT_EXPORTS = 20
+MOVING_JOB_STATUSES = frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING})
 
 
-def _csv_cell(value) -> str:
-    # A spreadsheet runs cells starting with these as formulas: references and e-mails come
-    # from customers, so neutralise them (OWASP "CSV injection").
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-class _Echo:
-    def write(self, value):
-        return value
+@require_http_methods(["GET", "POST"])
+@merchant_view
+def list_export(request, kind: str, fmt: str):
+    """The payments list (or the refunds of its payments) as CSV or XLSX, with the list's
+    filters and the columns of payments.exports. Above EXPORT_JOB_THRESHOLD rows a GET shows a
+    confirmation, and its POST starts a background job (the exports page follows it)."""
+    if kind not in EXPORT_KINDS or fmt not in Export.Format.values:
+        raise Http404("No such export.")
+    queryset = merchant_list(merchant=request.merchant, kind=kind, query=request.GET)
+    if export_needs_job(queryset):
+        if request.method != "POST":
+            return render(
+                request,
+                "merchant/export_confirm.html",
+                {"kind": kind, "file_format": fmt, "threshold": settings.EXPORT_JOB_THRESHOLD},
+            )
+        export_request(
+            kind=EXPORT_KINDS[kind],
+            file_format=fmt,
+            query=saved_query(request.GET),
+            requested_by=request.user,
+            merchant=request.merchant,
+        )
+        messages.success(request, "Your export is being prepared: it appears below when ready.")
+        return redirect("merchant:exports")
+    columns = merchant_columns(PAYMENT_COLUMNS if kind == "payments" else REFUND_COLUMNS)
+    rows = payments_for_export(queryset) if kind == "payments" else refunds_for_export(queryset)
+    name = f"{kind}-{request.merchant.slug}-{timezone.localdate().isoformat()}"
+    return export_response(fmt, name, columns, rows)
 
 
 @require_GET
 @merchant_view
-def payment_csv(request):
-    payments = _filter_form(request).apply(merchant_payments(request))
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(CSV_HEADER)
-        for payment in payments.iterator(chunk_size=500):
-            yield writer.writerow(
-                [
-                    _csv_cell(value)
-                    for value in (
-                        payment.public_id,
-                        payment.created_at.astimezone(UTC).isoformat(),
-                        payment.status,
-                        format_major(payment.amount_minor, payment.currency),
-                        payment.currency,
-                        payment.amount_minor,
-                        payment.merchant_reference,
-                        payment.customer_email,
-                        payment.description,
-                    )
-                ]
-            )
-
-    filename = f"payments-{request.merchant.slug}-{timezone.localdate().isoformat()}.csv"
-    return StreamingHttpResponse(
-        rows(),
-        content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+def export_list(request):
+    """The merchant's recent background exports with their progress, and links to the files."""
+    exports = list(Export.objects.filter(merchant=request.merchant).order_by("-created_at")[:RECENT_EXPORTS])
+    jobs = export_jobs(exports)
+    now = timezone.now()
+    listed = [
+        {
+            "export": export,
+            "job": jobs.get(str(export.pk)),
+            "expired": bool(export.expires_at and export.expires_at <= now),
+        }
+        for export in exports
+    ]
+    return render(
+        request,
+        "merchant/exports.html",
+        {"listed": listed, "moving": any(item["job"] and item["job"].status in MOVING_JOB_STATUSES for item in listed)},
     )
+
+
+@require_GET
+@merchant_view
+def export_download(request, public_id: str):
+    """Any member of the merchant that asked for the export; anybody else gets 404."""
+    export = Export.objects.filter(public_id=public_id, merchant=request.merchant).first()
+    if export is None:
+        raise Http404("No such export.")
+    return export_file_response(export)
 
 
 @require_GET

@@ -50,8 +50,8 @@ def test_refund_token_of_own_payment_cannot_refund_another_merchants(owner_clien
 
 
 def test_lists_dashboard_csv_and_status_never_show_another_merchants_payments(owner_client, other_payment):
-    for name in ("dashboard", "payments", "payments_csv"):
-        response = owner_client.get(url(name) + "?q=theirs")
+    for path in (url("dashboard"), url("payments"), url("export", "payments", "csv"), url("export", "refunds", "csv")):
+        response = owner_client.get(path + "?q=theirs")
         body = b"".join(response.streaming_content) if response.streaming else response.content
         assert response.status_code == 200
         assert other_payment.public_id.encode() not in body and b"secret@their.example" not in body
@@ -84,7 +84,9 @@ def test_every_portal_url_is_covered_by_these_tests():
         "password_reset_complete",
         "switch",
         "payments",
-        "payments_csv",
+        "export",
+        "exports",
+        "export_download",
         "payment_statuses",
         "payment_new",
         "payment",
@@ -135,7 +137,9 @@ def test_gets_change_nothing(owner_client, captured, merchant):
     for path in (
         url("dashboard"),
         url("payments"),
-        url("payments_csv"),
+        url("export", "payments", "csv"),
+        url("export", "refunds", "xlsx"),
+        url("exports"),
         url("payment", payment.public_id),
         url("refund_new", payment.public_id),
         url("payment_new"),
