@@ -138,10 +138,13 @@ JOB_TIMEOUT_SECONDS = env.int("PAYDESK_JOB_TIMEOUT_SECONDS", default=300)
 # A webhook receiver that answers one byte at a time defeats the per-read HTTP timeout;
 # the notifications queue's own job timeout bounds how long it can hold a worker.
 NOTIFICATIONS_JOB_TIMEOUT_SECONDS = env.int("PAYDESK_NOTIFICATIONS_JOB_TIMEOUT_SECONDS", default=60)
+# The default queue carries the long jobs (bulk actions, large exports, reconciliation runs):
+# a million-row export writes for minutes, past the payments queue's timeout.
+DEFAULT_QUEUE_JOB_TIMEOUT_SECONDS = env.int("PAYDESK_DEFAULT_QUEUE_JOB_TIMEOUT_SECONDS", default=3600)
 RQ_QUEUES = {
     "payments": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": JOB_TIMEOUT_SECONDS},
     "notifications": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": NOTIFICATIONS_JOB_TIMEOUT_SECONDS},
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": JOB_TIMEOUT_SECONDS},
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": DEFAULT_QUEUE_JOB_TIMEOUT_SECONDS},
 }
 REDIS_PUSH_TIMEOUT_SECONDS = env.float("REDIS_PUSH_TIMEOUT_SECONDS", default=5.0)
 # Set explicitly: our own outbox pushes on commit, so django-rq must enqueue at once when
@@ -413,6 +416,7 @@ for _name in (
     "JOBS_DEFAULT_MAX_ATTEMPTS",
     "JOB_TIMEOUT_SECONDS",
     "NOTIFICATIONS_JOB_TIMEOUT_SECONDS",
+    "DEFAULT_QUEUE_JOB_TIMEOUT_SECONDS",
     "REDIS_PUSH_TIMEOUT_SECONDS",
     "WEBHOOKS_TIMEOUT_SECONDS",
     "BULK_ACTION_CHUNK_SIZE",

@@ -14,13 +14,14 @@ customers.
 """
 
 import csv
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from django.db.models import BigIntegerField, CharField, Expression, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import BigIntegerField, CharField, Expression, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import FileResponse, StreamingHttpResponse
 from openpyxl import Workbook
@@ -31,6 +32,8 @@ from payments.states import CAPTURED, RefundStatus
 
 EXPORT_CHUNK = 1000
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A negative amount (a net below zero) stays a number, not text.
+PLAIN_NUMBER = re.compile(r"-\d+(\.\d+)?")
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # A worksheet holds 1,048,576 rows, the header included.
 XLSX_MAX_ROWS = 1_048_575
@@ -48,7 +51,9 @@ class Column:
 
 def neutralise(value) -> str:
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    if text.startswith(FORMULA_STARTS) and not PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def _major(amount_minor: int | None, currency: str) -> str:
@@ -68,10 +73,20 @@ def _net_minor(payment) -> int:
     return _captured_minor(payment) - (payment.fee_minor or 0) - payment.refunded_minor
 
 
+PAYMENT_FIELDS = [
+    "public_id",
+    "created_at",
+    "merchant_reference",
+    "status",
+    "currency",
+    "amount_minor",
+    "customer_email",
+    "description",
+]
 PAYMENT_COLUMNS = [
     Column("payment", lambda p: p.public_id),
     Column("created at (UTC)", lambda p: _utc(p.created_at)),
-    Column("merchant", lambda p: p.merchant.name),
+    Column("merchant", lambda p: p.merchant_name),
     Column("merchant reference", lambda p: p.merchant_reference),
     Column("status", lambda p: p.status),
     Column("currency", lambda p: p.currency),
@@ -129,12 +144,18 @@ def payments_for_export(payments: QuerySet) -> QuerySet:
         .values("total")
     )
     reference = PaymentAttempt.objects.filter(payment=OuterRef("pk")).exclude(gateway_reference="").order_by("-number")
-    return payments.select_related("merchant").annotate(
-        refunded_minor=Coalesce(Subquery(refunded, output_field=BigIntegerField()), Value(0)),
-        fee_minor=_payment_fee(),
-        processor_reference=Coalesce(
-            Subquery(reference.values("gateway_reference")[:1], output_field=CharField()), Value("")
-        ),
+    # Only the fields the columns read, and the merchant's name rather than a Merchant per row.
+    return (
+        payments.select_related(None)
+        .only(*PAYMENT_FIELDS)
+        .annotate(
+            merchant_name=F("merchant__name"),
+            refunded_minor=Coalesce(Subquery(refunded, output_field=BigIntegerField()), Value(0)),
+            fee_minor=_payment_fee(),
+            processor_reference=Coalesce(
+                Subquery(reference.values("gateway_reference")[:1], output_field=CharField()), Value("")
+            ),
+        )
     )
 
 

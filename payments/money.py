@@ -1,5 +1,6 @@
 """Money: integer minor units plus an ISO 4217 code. Never floats."""
 
+import functools
 import re
 from decimal import Decimal
 
@@ -10,12 +11,18 @@ AMOUNT_PATTERN = re.compile(r"^-?\d{1,15}(\.\d{1,15})?$")
 GROUPED_AMOUNT_PATTERN = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d{1,15})?$")
 
 
+@functools.cache
+def _iso_exponent(code: str) -> int | None:
+    # Cached: an export formats millions of amounts in a handful of currencies.
+    try:
+        return Currency(code).exponent
+    except ValueError:
+        return None
+
+
 def currency_exponent(code: str) -> int:
     """Digits after the decimal point for an ISO 4217 currency (JPY 0, EUR 2, KWD 3)."""
-    try:
-        exponent = Currency(code).exponent
-    except ValueError:
-        exponent = None
+    exponent = _iso_exponent(code)
     if exponent is None:  # unknown codes, and funds/metals like XAU with no minor unit
         raise ValidationError(
             "%(code)s is not an ISO 4217 currency code.", code="unknown_currency", params={"code": code}

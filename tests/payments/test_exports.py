@@ -10,6 +10,7 @@ from openpyxl import load_workbook
 
 from ledger.models import Price
 from payments import services
+from payments.exports import neutralise
 from payments.jobs import process_payment, refund_payment
 from tests.factories import UserFactory
 
@@ -95,3 +96,9 @@ def test_the_list_offers_both_exports_with_its_filters(viewer):
     page = client_for(viewer).get("/admin/payments/payment/?status__exact=failed").content.decode()
     assert "/admin/payments/payment/export/csv/?status__exact=failed" in page
     assert "/admin/payments/payment/export/xlsx/?status__exact=failed" in page
+
+
+def test_negative_amounts_stay_numbers_while_formulas_are_neutralised():
+    # A fully refunded payment's net is below zero (the fee is kept): a number, not text.
+    assert neutralise("-0.59") == "-0.59"
+    assert neutralise("-2+3") == "'-2+3" and neutralise("=1") == "'=1" and neutralise("@SUM(A1)") == "'@SUM(A1)"
