@@ -15,7 +15,10 @@ import pytest
 from processor.config import fee_minor, parse_lies
 from tests.helpers import run_coroutine
 
-TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
+
+def today() -> str:
+    """The processor's day now (UTC), read when a test runs: a suite can run past midnight."""
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def post(processor, path: str, body, key: str | None = "k") -> tuple[int, dict]:
@@ -33,7 +36,8 @@ def charge(processor, key: str, token: str = "tok_success", amount: int = 1000, 
     return post(processor, "/v1/charges", body, key=key)
 
 
-def report(processor, day: str = TODAY) -> list[dict]:
+def report(processor, day: str | None = None) -> list[dict]:
+    day = day or today()
     return list(csv.DictReader(io.StringIO(processor.get_text(f"/v1/settlements/{day}.csv"))))
 
 
@@ -134,25 +138,26 @@ def test_hundreds_of_concurrent_requests_under_one_key_charge_once(start_process
 
 def test_the_settlement_report_follows_the_contract(start_processor):
     processor = start_processor(PROCESSOR_FEE_BPS=150, PROCESSOR_FEE_FIXED_MINOR=25)
+    day = today()
     references = {key: charge(processor, key, amount=amount)[1]["id"] for key, amount in [("c1", 1000), ("c2", 333)]}
     charge(processor, "c3", "tok_decline")
     post(processor, "/v1/refunds", {"charge": references["c1"], "amount_minor": 400, "currency": "EUR"}, key="r1")
 
-    text = processor.get_text(f"/v1/settlements/{TODAY}.csv")
+    text = processor.get_text(f"/v1/settlements/{day}.csv")
     assert text.splitlines()[0] == (
         "line_id,type,processor_reference,idempotency_key,charge_reference,amount_minor,currency,occurred_at"
     )
     assert text.endswith("\n") and "\r" not in text
-    lines = report(processor)
+    lines = report(processor, day)
     assert [line["type"] for line in lines] == ["charge", "fee", "charge", "fee", "refund", "payout"]
     fee_c2 = next(line for line in lines if line["type"] == "fee" and line["charge_reference"] == references["c2"])
     assert fee_c2["amount_minor"] == str(5 + 25)  # 333 * 1.5% = 4.995, half up -> 5, plus the fixed 25
     payout = lines[-1]
     assert payout["amount_minor"] == str(1000 + 333 - (15 + 25) - (5 + 25) - 400)
-    assert payout["processor_reference"].startswith("po_") and payout["occurred_at"] == f"{TODAY}T23:59:59.999999Z"
+    assert payout["processor_reference"].startswith("po_") and payout["occurred_at"] == f"{day}T23:59:59.999999Z"
     assert all(line["line_id"].startswith("sl_") for line in lines)
     assert len({line["line_id"] for line in lines}) == len(lines)
-    assert report(processor) == lines  # stable across downloads
+    assert report(processor, day) == lines  # stable across downloads
     assert report(processor, "2001-01-01") == []
 
 
@@ -165,12 +170,13 @@ def test_fee_rounds_half_up():
 def test_told_to_lie_the_report_carries_exactly_the_listed_discrepancies(start_processor):
     lies = {"amount": 2, "currency": 1, "status": 1, "fee": 1, "missing": 1, "extra": 2, "duplicate": 1}
     processor = start_processor(PROCESSOR_REPORT_LIES=",".join(f"{kind}={n}" for kind, n in lies.items()))
+    day = today()
     for n in range(10):
         charge(processor, f"ok-{n}", amount=1000 + n)
     charge(processor, "no-1", "tok_decline", amount=999)
 
-    lines = report(processor)
-    listed = processor.get_json(f"/v1/settlements/{TODAY}/injected.json")
+    lines = report(processor, day)
+    listed = processor.get_json(f"/v1/settlements/{day}/injected.json")
     injected = listed["injected"]
     assert listed["requested"] == lies
     assert sorted(item["kind"] for item in injected) == sorted(kind for kind, n in lies.items() for _ in range(n))
