@@ -53,7 +53,19 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["status", "run_at"], name="job_status_run_at"),
+            # The sweeper's: only rows it may still move. Succeeded, failed and canceled rows,
+            # nearly all of the table, stay out of it.
+            models.Index(
+                fields=["status", "run_at"],
+                condition=models.Q(status__in=["pending", "queued", "running", "retrying"]),
+                name="job_status_run_at",
+            ),
+            # The jobs list: newest first, by function, and the statuses a person looks for.
+            models.Index(fields=["created_at"], name="job_created_at"),
+            models.Index(fields=["func", "created_at"], name="job_func_created"),
+            models.Index(
+                fields=["status", "created_at"], condition=~models.Q(status="succeeded"), name="job_status_created"
+            ),
             models.Index(fields=["content_type", "object_id"], name="job_concerns"),
             # Job throughput per hour for the dashboard reads only the last hours' rows.
             models.Index(fields=["finished_at"], name="job_finished_at"),

@@ -5,11 +5,10 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import CharField, OuterRef, Subquery
-from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -46,9 +45,10 @@ from payments.models import (
     RefundEvent,
     SettlementRequest,
 )
-from payments.money import format_minor
+from payments.money import COMMON_CURRENCIES, CURRENCY_CODE, format_minor
 from payments.portal.exports import query_dict, saved_query
 from payments.portal.reports import MOVING_PAYMENT_STATUSES, MOVING_REFUND_STATUSES
+from payments.search import payment_search, refund_search
 from payments.selectors import refund_remaining_minor
 from payments.services import (
     payment_cancel,
@@ -205,13 +205,46 @@ class SettlementInline(ReadOnlyInline, admin.TabularInline):
 # --- payments ------------------------------------------------------------------------------
 
 
-def latest_job_status() -> Subquery:
-    """The status of the payment's most recent job, for one query per changelist page."""
-    jobs = Job.objects.filter(
-        content_type=ContentType.objects.get_for_model(Payment),
-        object_id=Cast(OuterRef("pk"), output_field=CharField()),
-    ).order_by("-created_at")
-    return Subquery(jobs.values("status")[:1])
+def latest_job_statuses(payments: list[Payment]) -> dict[int, str]:
+    """The status of each payment's most recent job: one query for the page's rows only
+    (DISTINCT ON over the (content type, object id) index), never a subquery per payment."""
+    if not payments:
+        return {}
+    jobs = (
+        Job.objects.filter(
+            content_type=ContentType.objects.get_for_model(Payment),
+            object_id__in=[str(payment.pk) for payment in payments],
+        )
+        .order_by("object_id", "-created_at")
+        .distinct("object_id")
+        .values_list("object_id", "status")
+    )
+    return {int(object_id): status for object_id, status in jobs}
+
+
+class PaymentChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        statuses = latest_job_statuses(self.result_list)
+        for payment in self.result_list:
+            payment.latest_job_status = statuses.get(payment.pk)
+
+
+class CurrencyFilter(admin.SimpleListFilter):
+    """A fixed list of currencies (no SELECT DISTINCT over the payments on every page); any
+    ISO 4217 code in the URL filters too."""
+
+    title = "currency"
+    parameter_name = "currency"
+
+    def lookups(self, request, model_admin):
+        return [(code, code) for code in COMMON_CURRENCIES]
+
+    def queryset(self, request, queryset):
+        if self.value() and CURRENCY_CODE.fullmatch(self.value()):
+            return queryset.filter(currency=self.value())
+        return queryset
 
 
 class LiveJobFilter(admin.SimpleListFilter):
@@ -368,15 +401,15 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
         "latest_job",
         "created_at",
     ]
-    list_filter = ["status", "currency", "merchant", "created_at", "needs_review", LiveJobFilter]
-    search_fields = [
-        "public_id",
-        "merchant_reference",
-        "customer_email",
-        "idempotency_key",
-        "attempts__gateway_reference",
-    ]
-    date_hierarchy = "created_at"
+    list_filter = ["status", CurrencyFilter, "merchant", "created_at", "needs_review", LiveJobFilter]
+    # Searched by the term's shape (payments.search.payment_search), not column by column.
+    search_fields = ["public_id"]
+    search_help_text = (
+        "A payment or refund id, a customer e-mail, a processor reference (ch_…), "
+        "or a merchant reference or idempotency key."
+    )
+    large_list = True
+    show_full_result_count = False
     actions = ["process_now", "retry_failed", "cancel_pending", "refund", "request_settlement"]
     fieldsets = [
         (None, {"fields": ["public_id", "merchant", "amount_display", "status_page", "refundable", "review_flag"]}),
@@ -391,12 +424,13 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
     ]
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("merchant", "created_by")
-            .annotate(latest_job_status=latest_job_status())
-        )
+        return super().get_queryset(request).select_related("merchant", "created_by")
+
+    def get_changelist(self, request, **kwargs):
+        return PaymentChangeList
+
+    def get_search_results(self, request, queryset, search_term):
+        return payment_search(queryset, search_term, staff=True), False
 
     class Media:
         js = ["backoffice/live_status.js"]
@@ -438,7 +472,8 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
     def refundable(self, payment: Payment) -> str:
         return format_minor(refund_remaining_minor(payment), payment.currency)
 
-    @admin.display(description="latest job", ordering="latest_job_status")
+    # Not sortable: sorting by it would compute every payment's latest job.
+    @admin.display(description="latest job")
     def latest_job(self, payment: Payment) -> str:
         status = getattr(payment, "latest_job_status", None)
         return status or "-"
@@ -668,8 +703,11 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
         "created_at",
     ]
     list_filter = [AwaitingMyApprovalFilter, "status", "needs_approval", "created_at"]
-    search_fields = ["public_id", "payment__public_id", "payment__merchant_reference", "gateway_reference"]
-    date_hierarchy = "created_at"
+    # Searched by the term's shape (payments.search.refund_search).
+    search_fields = ["public_id"]
+    search_help_text = "A refund or payment id, a processor refund reference, or the payment's reference."
+    large_list = True
+    show_full_result_count = False
     actions = ["approve", "reject"]
     fields = [
         "public_id",
@@ -705,7 +743,15 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
         return live_status_html("refund", refund.pk, refund_live(refund), reload_on_change=True)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("payment", "requested_by", "approved_by", "rejected_by")
+        # The merchant column reads payment.merchant: joined, not a query per row.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("payment__merchant", "requested_by", "approved_by", "rejected_by")
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        return refund_search(queryset, search_term), False
 
     @admin.display(description="payment", ordering="payment__public_id")
     def payment_link(self, refund: Refund) -> str:

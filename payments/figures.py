@@ -13,7 +13,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from backoffice.figures import day_start, figures_replace
-from payments.models import Payment, Refund
+from payments.models import Merchant, Payment, Refund
 from payments.states import CAPTURED, PaymentStatus, RefundStatus
 
 PAYMENT_SERIES = (
@@ -27,6 +27,15 @@ PAYMENT_SERIES = (
 )
 
 
+# Per merchant, for the portal's dashboard: one series per merchant and measure (the unique
+# index on (series, bucket, key) then reads one merchant's month directly), keyed by currency.
+MERCHANT_MEASURES = ("captured", "failed", "captured_minor")
+
+
+def merchant_series(merchant_id: int, measure: str) -> str:
+    return f"merchant:{merchant_id}:{measure}"
+
+
 def payment_figures_refresh(*, days: int = 2) -> int:
     """Recompute the figures of the last `days` days (today included); returns rows written."""
     today = day_start()
@@ -38,10 +47,12 @@ def payment_figures_refresh(*, days: int = 2) -> int:
         return datetime.combine(value, time.min, tzinfo=tz)
 
     rows = []
+    totals: dict[tuple, dict[str, int]] = {}
+    merchant_rows, merchant_ids = [], set()
     payments = (
         Payment.objects.filter(created_at__gte=since)
         .annotate(day=TruncDate("created_at", tzinfo=tz))
-        .values("day", "currency")
+        .values("day", "merchant_id", "currency")
         .annotate(
             created=Count("pk"),
             captured=Count("pk", filter=Q(status__in=CAPTURED)),
@@ -51,12 +62,23 @@ def payment_figures_refresh(*, days: int = 2) -> int:
         .order_by()
     )
     for row in payments:
-        bucket = day(row["day"])
+        bucket, merchant_id = day(row["day"]), row["merchant_id"]
+        total = totals.setdefault((bucket, row["currency"]), dict.fromkeys(("created", "captured", "failed"), 0))
+        total["captured_minor"] = total.get("captured_minor", 0) + (row["captured_minor"] or 0)
+        for measure in ("created", "captured", "failed"):
+            total[measure] += row[measure]
+        merchant_ids.add(merchant_id)
+        merchant_rows += [
+            (merchant_series(merchant_id, "captured"), bucket, row["currency"], row["captured"]),
+            (merchant_series(merchant_id, "failed"), bucket, row["currency"], row["failed"]),
+            (merchant_series(merchant_id, "captured_minor"), bucket, row["currency"], row["captured_minor"] or 0),
+        ]
+    for (bucket, currency), total in totals.items():
         rows += [
-            ("payments_created", bucket, row["currency"], row["created"]),
-            ("payments_captured", bucket, row["currency"], row["captured"]),
-            ("payments_failed", bucket, row["currency"], row["failed"]),
-            ("payments_captured_minor", bucket, row["currency"], row["captured_minor"] or 0),
+            ("payments_created", bucket, currency, total["created"]),
+            ("payments_captured", bucket, currency, total["captured"]),
+            ("payments_failed", bucket, currency, total["failed"]),
+            ("payments_captured_minor", bucket, currency, total["captured_minor"]),
         ]
     refunds = (
         Refund.objects.filter(created_at__gte=since, status=RefundStatus.SUCCEEDED)
@@ -81,7 +103,11 @@ def payment_figures_refresh(*, days: int = 2) -> int:
     )
     for row in declines:
         rows.append(("payments_declined", day(row["day"]), row["attempts__error_code"] or "unknown", row["count"]))
-    return figures_replace(series=PAYMENT_SERIES, buckets=buckets, rows=rows)
+    written = figures_replace(series=PAYMENT_SERIES, buckets=buckets, rows=rows)
+    # Every merchant's series in these days are replaced, also those left with no payment there.
+    merchant_ids |= set(Merchant.objects.values_list("pk", flat=True))
+    every_series = [merchant_series(pk, measure) for pk in sorted(merchant_ids) for measure in MERCHANT_MEASURES]
+    return written + figures_replace(series=every_series, buckets=buckets, rows=merchant_rows)
 
 
 def payment_status_gauges():

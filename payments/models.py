@@ -56,7 +56,8 @@ def _target(name: str) -> str:
 
 
 class Payment(FSMModelMixin, models.Model):
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
+    # Indexed by payment_merchant_created (merchant first), which also serves the foreign key.
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments", db_index=False)
     public_id = models.CharField(max_length=40, unique=True, default=new_public_id, editable=False)
     amount_minor = models.BigIntegerField(help_text="Amount in the currency's minor unit (cents).")
     currency = models.CharField(max_length=3, validators=[RegexValidator(r"^[A-Z]{3}$"), validate_currency])
@@ -87,7 +88,16 @@ class Payment(FSMModelMixin, models.Model):
                 fields=["merchant", "idempotency_key"], name="payment_idempotency_key_per_merchant"
             ),
         ]
-        indexes = [models.Index(fields=["status", "created_at"], name="payment_status_created")]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="payment_status_created"),
+            # A merchant's payments, newest first (the portal's list, its deep pages, the dashboard).
+            models.Index(fields=["merchant", "created_at"], name="payment_merchant_created"),
+            # Search by the term's shape (payments.search): an id's prefix, an idempotency key.
+            # The trigram indexes of contains-search (references, e-mails) are PostgreSQL's
+            # own, made by migration 0010 (pg_trgm), not declared here.
+            models.Index(fields=["public_id"], opclasses=["varchar_pattern_ops"], name="payment_public_id_prefix"),
+            models.Index(fields=["idempotency_key"], name="payment_idempotency_key"),
+        ]
         permissions = [
             ("process_payment", "Can send a pending payment to the gateway now"),
             ("retry_payment", "Can retry a failed payment"),
@@ -149,7 +159,7 @@ class PaymentAttempt(models.Model):
     number = models.PositiveIntegerField()
     idempotency_key = models.CharField(max_length=100, unique=True)
     outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices, default=AttemptOutcome.PENDING)
-    gateway_reference = models.CharField(max_length=100, blank=True, db_index=True)
+    gateway_reference = models.CharField(max_length=100, blank=True)
     error_code = models.CharField(max_length=50, blank=True)
     error_message = models.CharField(max_length=255, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -162,6 +172,10 @@ class PaymentAttempt(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["payment", "number"], name="attempt_number_per_payment"),
             models.CheckConstraint(condition=models.Q(outcome__in=AttemptOutcome.values), name="attempt_outcome_valid"),
+        ]
+        # Equality, and the prefix search of payments.search (LIKE 'ch_…%' in any collation).
+        indexes = [
+            models.Index(fields=["gateway_reference"], opclasses=["varchar_pattern_ops"], name="attempt_gateway_ref")
         ]
 
     def __str__(self) -> str:
@@ -249,6 +263,8 @@ class Refund(FSMModelMixin, models.Model):
                 name="refund_rejecter_not_requester",
             ),
         ]
+        # "Awaiting approval" and the status filters of the refunds list and the portal.
+        indexes = [models.Index(fields=["status", "created_at"], name="refund_status_created")]
 
     def __str__(self) -> str:
         return self.public_id

@@ -7,6 +7,10 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from iso4217 import Currency
 
+# Offered where a list is filtered by currency and in the portal's new-payment form: a fixed
+# list, never a SELECT DISTINCT over the payments (any ISO 4217 code still filters by URL).
+COMMON_CURRENCIES = ["EUR", "USD", "GBP", "CHF", "SEK", "PLN", "JPY", "KWD"]
+CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 AMOUNT_PATTERN = re.compile(r"^-?\d{1,15}(\.\d{1,15})?$")
 GROUPED_AMOUNT_PATTERN = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d{1,15})?$")
 

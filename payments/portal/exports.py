@@ -12,10 +12,7 @@ from payments.portal.forms import PaymentFilterForm
 
 
 def merchant_payment_filters(*, merchant: Merchant, query: QueryDict | dict) -> PaymentFilterForm:
-    currencies = list(
-        Payment.objects.filter(merchant=merchant).order_by("currency").values_list("currency", flat=True).distinct()
-    )
-    return PaymentFilterForm(query, currencies=currencies)
+    return PaymentFilterForm(query)
 
 
 def merchant_list(*, merchant: Merchant, kind: str, query: QueryDict | dict) -> QuerySet:

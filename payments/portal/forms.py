@@ -3,24 +3,26 @@ payments.services and put a service's refusal back on the form (backoffice.forms
 No form saves a payment model."""
 
 import secrets
+from datetime import date, datetime, time, timedelta
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.db.models import Q
+from django.utils import timezone
 
 from backoffice.forms import ServiceForm
 from payments.forms import PaymentForm
 from payments.gateways.simulated import TOKENS
 from payments.models import Merchant, Payment
-from payments.money import format_major, format_minor, parse_major_amount
+from payments.money import COMMON_CURRENCIES, CURRENCY_CODE, format_major, format_minor, parse_major_amount
 from payments.portal.access import has_portal_access
+from payments.search import payment_search
 from payments.states import PaymentStatus
 
 # Offered in the new-payment form; any ISO 4217 code works through the services.
-PORTAL_CURRENCIES = ["EUR", "USD", "GBP", "CHF", "SEK", "PLN", "JPY", "KWD"]
+PORTAL_CURRENCIES = COMMON_CURRENCIES
 TEST_TOKEN_LABELS = {
     "tok_success": "tok_success: approved",
     "tok_decline": "tok_decline: declined",
@@ -126,16 +128,22 @@ class PaymentFilterForm(forms.Form):
         label="Search",
         required=False,
         max_length=100,
-        widget=forms.TextInput(attrs={"placeholder": "Reference or customer e-mail"}),
+        widget=forms.TextInput(attrs={"placeholder": "Payment id, reference or customer e-mail"}),
     )
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *PaymentStatus.choices])
     currency = forms.ChoiceField(required=False)
     date_from = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
-    def __init__(self, *args, currencies: list[str], **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["currency"].choices = [("", "Any currency"), *((code, code) for code in currencies)]
+        # A fixed list, not the merchant's distinct currencies (a scan of their payments per
+        # page view); a code outside it, given in the URL, is offered and filters too.
+        codes = list(COMMON_CURRENCIES)
+        asked = self.data.get("currency", "") if self.is_bound else ""
+        if CURRENCY_CODE.fullmatch(asked) and asked not in codes:
+            codes.append(asked)
+        self.fields["currency"].choices = [("", "Any currency"), *((code, code) for code in codes)]
 
     def clean(self):
         cleaned_data = super().clean()
@@ -148,17 +156,23 @@ class PaymentFilterForm(forms.Form):
         self.is_valid()
         filters = self.cleaned_data
         if filters.get("q"):
-            term = filters["q"].strip()
-            payments = payments.filter(Q(merchant_reference__icontains=term) | Q(customer_email__icontains=term))
+            payments = payment_search(payments, filters["q"], staff=False)
         if filters.get("status"):
             payments = payments.filter(status=filters["status"])
         if filters.get("currency"):
             payments = payments.filter(currency=filters["currency"])
+        # Days in the merchant's time zone as ranges of aware datetimes: created_at__date
+        # would wrap the column in a function and read every payment of the merchant.
         if filters.get("date_from"):
-            payments = payments.filter(created_at__date__gte=filters["date_from"])
+            payments = payments.filter(created_at__gte=day_start(filters["date_from"]))
         if filters.get("date_to"):
-            payments = payments.filter(created_at__date__lte=filters["date_to"])
+            payments = payments.filter(created_at__lt=day_start(filters["date_to"] + timedelta(days=1)))
         return payments
+
+
+def day_start(day: date) -> datetime:
+    """Midnight at the start of `day` in the current time zone, aware."""
+    return timezone.make_aware(datetime.combine(day, time.min))
 
 
 # --- refunds --------------------------------------------------------------------------------

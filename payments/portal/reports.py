@@ -1,6 +1,7 @@
 """Reads behind the portal's pages, each starting from one merchant: dashboard figures, what
 needs attention, and what of a payment's history a merchant may see."""
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -8,6 +9,8 @@ from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice.figures import day_start, figures_read
+from payments.figures import MERCHANT_MEASURES, merchant_series
 from payments.models import Membership, Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
 from payments.money import format_minor
 from payments.states import CAPTURED, AttemptOutcome, PaymentStatus, RefundStatus
@@ -31,24 +34,44 @@ class PeriodSummary:
 
 
 def period_summary(merchant: Merchant, *, label: str, since: datetime) -> PeriodSummary:
-    """Captured volume per currency and the share of decided payments that were captured."""
-    payments = Payment.objects.filter(merchant=merchant, created_at__gte=since)
-    volumes = (
-        payments.filter(status__in=CAPTURED).values("currency").annotate(total=Sum("amount_minor")).order_by("currency")
+    """Captured volume per currency and the share of decided payments that were captured.
+    Whole days before today come from the merchant's pre-aggregated figures (payments.figures,
+    refreshed by the sweeper process); today is read live on the (merchant, created_at) index."""
+    today = day_start()
+    captured: Counter = Counter()
+    failed: Counter = Counter()
+    volume: Counter = Counter()
+    if since < today:
+        names = {measure: merchant_series(merchant.pk, measure) for measure in MERCHANT_MEASURES}
+        table = figures_read(names.values(), since=since)
+        for counter, measure in ((captured, "captured"), (failed, "failed"), (volume, "captured_minor")):
+            for bucket, by_currency in table.get(names[measure], {}).items():
+                if bucket < today:
+                    counter.update(by_currency)
+    live = (
+        Payment.objects.filter(merchant=merchant, created_at__gte=max(since, today))
+        .values("currency")
+        .annotate(
+            captured=Count("id", filter=Q(status__in=CAPTURED)),
+            failed=Count("id", filter=Q(status=PaymentStatus.FAILED)),
+            volume=Sum("amount_minor", filter=Q(status__in=CAPTURED)),
+        )
+        .order_by()
     )
-    counts = payments.aggregate(
-        captured=Count("id", filter=Q(status__in=CAPTURED)), failed=Count("id", filter=Q(status=PaymentStatus.FAILED))
-    )
+    for row in live:
+        captured[row["currency"]] += row["captured"]
+        failed[row["currency"]] += row["failed"]
+        volume[row["currency"]] += row["volume"] or 0
     return PeriodSummary(
         label=label,
-        volumes=[format_minor(row["total"], row["currency"]) for row in volumes],
-        captured=counts["captured"],
-        failed=counts["failed"],
+        volumes=[format_minor(volume[code], code) for code in sorted(volume) if volume[code]],
+        captured=sum(captured.values()),
+        failed=sum(failed.values()),
     )
 
 
 def dashboard_periods(merchant: Merchant) -> list[PeriodSummary]:
-    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = day_start()
     return [
         period_summary(merchant, label="Today", since=today),
         period_summary(merchant, label="This month", since=today.replace(day=1)),

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -17,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from redis.exceptions import RedisError
 
 from backoffice.models import JobStatus
+from backoffice.paging import CappedPaginator
 from payments.errors import PaymentError
 from payments.exports import (
     PAYMENT_COLUMNS,
@@ -125,8 +125,7 @@ def dashboard(request):
 
 
 def _filter_form(request) -> PaymentFilterForm:
-    currencies = list(merchant_payments(request).order_by("currency").values_list("currency", flat=True).distinct())
-    return PaymentFilterForm(request.GET, currencies=currencies)
+    return PaymentFilterForm(request.GET)
 
 
 @require_GET
@@ -134,7 +133,8 @@ def _filter_form(request) -> PaymentFilterForm:
 def payment_list(request):
     filters = _filter_form(request)
     payments = filters.apply(merchant_payments(request))
-    page = Paginator(payments, PAGE_SIZE).get_page(request.GET.get("page"))
+    # Counts only as far as the page asked for plus a few (the list says "N+" past that).
+    page = CappedPaginator(payments, PAGE_SIZE, page_number=request.GET.get("page")).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(

@@ -90,12 +90,15 @@ def test_payment_list_filters(admin_client):
     assert listed(f"?merchant__id__exact={merchant.pk}") == {failed.pk}
     assert listed("?needs_review__exact=1") == {review.pk}
     assert listed("?" + urlencode({"created_at__gte": str(midnight)})) == {failed.pk, review.pk}
-    assert listed(f"?created_at__year={today.year}&created_at__month={today.month}&created_at__day={today.day}") == {
+    tomorrow = midnight + timedelta(days=1)
+    assert listed("?" + urlencode({"created_at__gte": str(midnight), "created_at__lt": str(tomorrow)})) == {
         failed.pk,
         review.pk,
     }
+    # No date drill-down (it ran SELECT DISTINCT date_trunc over every payment per page).
+    assert admin_client.get(PAYMENTS_URL + f"?created_at__year={today.year}").status_code == 400
     # Nonsense in the query string is the admin's usual "?e=1" redirect, never a 500.
-    assert admin_client.get(PAYMENTS_URL + "?created_at__year=banana").status_code in (200, 302)
+    assert admin_client.get(PAYMENTS_URL + "?created_at__gte=banana").status_code in (200, 302)
     assert admin_client.get(PAYMENTS_URL + "?status__exact=nonsense").status_code == 200
 
 
