@@ -6,7 +6,7 @@ outcome per object (backoffice.progress).
 A chunk handler is a function, named by its dotted path, that acts on a chunk of ids in one
 transaction with bulk writes and says what it did to each:
 
-    def payments_retry_many(*, ids: list, actor, reason: str) -> dict[str, ObjectOutcome]
+    def payments_retry_many(*, ids: Sequence[int | str], actor: Actor, reason: str) -> dict[str, ObjectOutcome]
 
 keyed by str(id). An id missing from its answer is reported as "no longer exists". Each chunk's writes and its
 progress commit together, so a retried job resumes after the last committed chunk and acts on
@@ -14,11 +14,15 @@ no object twice; a handler must still check each object's state (it is idempoten
 job body).
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.module_loading import import_string
 
+from backoffice.actors import Actor, actor_user
 from backoffice.models import Job
 from backoffice.progress import ObjectOutcome, job_progress
 from backoffice.services import job_enqueue
@@ -27,7 +31,7 @@ BULK_JOB = "backoffice.bulk.bulk_action_run"
 GONE = "no longer exists"
 
 
-def bulk_action_enqueue(*, handler: str, ids: list, reason: str, requested_by, verb: str) -> Job:
+def bulk_action_enqueue(*, handler: str, ids: Sequence[int | str], reason: str, requested_by: Actor, verb: str) -> Job:
     """Write one Job that will run `handler` over `ids` in chunks, in the caller's transaction."""
     import_string(handler)  # a typo fails here, in the request, not later in a worker
     return job_enqueue(
@@ -35,7 +39,7 @@ def bulk_action_enqueue(*, handler: str, ids: list, reason: str, requested_by, v
         kwargs={
             "handler": handler,
             "ids": list(ids),
-            "actor_id": getattr(requested_by, "pk", None),
+            "actor_id": user.pk if (user := actor_user(requested_by)) else None,
             "reason": reason,
             "verb": verb,
         },
@@ -46,7 +50,9 @@ def bulk_action_enqueue(*, handler: str, ids: list, reason: str, requested_by, v
     )
 
 
-def bulk_action_run(*, handler: str, ids: list, actor_id, reason: str, verb: str = "") -> dict:
+def bulk_action_run(
+    *, handler: str, ids: list[int | str], actor_id: int | None, reason: str, verb: str = ""
+) -> dict[str, Any]:
     """Run a bulk action's handler over its ids chunk by chunk, reporting progress per chunk."""
     act = import_string(handler)
     actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id is not None else None

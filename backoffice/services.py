@@ -2,7 +2,11 @@
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
+from typing import Any
+from uuid import UUID
 
 import django_rq
 import redis
@@ -12,7 +16,9 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
+from rq import Queue
 
+from backoffice.actors import Actor, actor_user
 from backoffice.db import insert_rows
 from backoffice.models import AuditEntry, Job, JobStatus
 from backoffice.progress import ObjectOutcome
@@ -29,7 +35,7 @@ def job_enqueue(
     kwargs: dict,
     queue: str = "default",
     concerns: models.Model | None = None,
-    requested_by=None,
+    requested_by: Actor = None,
     max_attempts: int | None = None,
     run_at: datetime | None = None,
 ) -> Job:
@@ -52,7 +58,7 @@ def job_enqueue(
         run_at=run_at or now,
         content_type=ContentType.objects.get_for_model(concerns) if concerns is not None else None,
         object_id=str(concerns.pk) if concerns is not None else "",
-        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+        requested_by=actor_user(requested_by),
     )
     if job.run_at <= now:
         # robust: a push that fails for any reason must neither break the caller's other
@@ -66,9 +72,9 @@ def job_enqueue_many(
     func: str,
     kwargs_list: list[dict],
     queue: str = "default",
-    concerns: list[models.Model] | None = None,
-    requested_by=None,
-) -> list:
+    concerns: Sequence[models.Model] | None = None,
+    requested_by: Actor = None,
+) -> list[UUID]:
     """job_enqueue for many jobs of one function at once: one INSERT for the rows in the
     caller's transaction and, once that commits, one Redis pipeline for the pushes. Returns
     the new Jobs' ids. `concerns`, when given, holds one object per kwargs (all of one model)."""
@@ -80,7 +86,7 @@ def job_enqueue_many(
     if concerns is not None and len(concerns) != len(kwargs_list):
         raise ValueError("concerns must hold one object per job")
     content_type = ContentType.objects.get_for_model(concerns[0]) if concerns else None
-    requester = requested_by if getattr(requested_by, "pk", None) else None
+    requester = actor_user(requested_by)
     job_ids = insert_rows(
         Job,
         each={
@@ -101,7 +107,7 @@ def job_enqueue_many(
     return job_ids
 
 
-def jobs_push_many_after_commit(*, job_ids: list, queue: str) -> bool:
+def jobs_push_many_after_commit(*, job_ids: Sequence[UUID], queue: str) -> bool:
     """Push committed pending Jobs of one queue in one Redis pipeline and mark them queued;
     leave them pending for the sweeper if Redis is down."""
     rq = rq_queue(queue)
@@ -129,7 +135,7 @@ def jobs_push_many_after_commit(*, job_ids: list, queue: str) -> bool:
     return True
 
 
-def job_push_after_commit(*, job_id, queue: str) -> bool:
+def job_push_after_commit(*, job_id: UUID, queue: str) -> bool:
     """Push a committed pending Job to RQ and mark it queued; leave it pending if Redis is down."""
     if not job_push_rollback_unsafe(job_id=job_id, queue=queue):
         return False
@@ -137,7 +143,7 @@ def job_push_after_commit(*, job_id, queue: str) -> bool:
     return True
 
 
-def job_push_rollback_unsafe(*, job_id, queue: str) -> bool:
+def job_push_rollback_unsafe(*, job_id: UUID, queue: str) -> bool:
     """Put the Job on its RQ queue. Not transactional: call only for rows already committed,
     or accept that the runner's claim turns a push of a rolled-back row into a no-op."""
     try:
@@ -155,10 +161,10 @@ def job_push_rollback_unsafe(*, job_id, queue: str) -> bool:
     return True
 
 
-_rq_queues: dict = {}
+_rq_queues: dict[tuple[str, str], Queue] = {}
 
 
-def rq_queue(name: str):
+def rq_queue(name: str) -> Queue:
     """The django-rq queue `name`, built once per configuration: django_rq.get_queue opens a
     new connection pool on every call, which costs a connection per push. Keyed by the
     queue's settings, so a changed RQ_QUEUES (tests) gets its own."""
@@ -178,7 +184,7 @@ def rq_queue(name: str):
     return queue
 
 
-def audit_record_many(*, actor, action: str, targets: list[models.Model], reason: str = "") -> None:
+def audit_record_many(*, actor: Actor, action: str, targets: Sequence[models.Model], reason: str = "") -> None:
     """audit_record for many objects of one model at once (one INSERT), in the caller's transaction."""
     if not targets:
         return
@@ -189,7 +195,7 @@ def audit_record_many(*, actor, action: str, targets: list[models.Model], reason
             "object_repr": [str(target)[:200] for target in targets],
         },
         same={
-            "actor_id": actor.pk if getattr(actor, "pk", None) else None,
+            "actor_id": user.pk if (user := actor_user(actor)) else None,
             "action": action,
             "reason": reason,
             "content_type_id": ContentType.objects.get_for_model(targets[0]).pk,
@@ -198,10 +204,12 @@ def audit_record_many(*, actor, action: str, targets: list[models.Model], reason
     )
 
 
-def audit_record(*, actor, action: str, target: models.Model | None, reason: str = "", details=None):
+def audit_record(
+    *, actor: Actor, action: str, target: models.Model | None, reason: str = "", details: dict[str, Any] | None = None
+) -> AuditEntry:
     """Append one audit entry in the caller's transaction."""
     return AuditEntry.objects.create(
-        actor=actor if getattr(actor, "pk", None) else None,
+        actor=actor_user(actor),
         action=action,
         reason=reason,
         content_type=ContentType.objects.get_for_model(target) if target is not None else None,
@@ -211,7 +219,7 @@ def audit_record(*, actor, action: str, target: models.Model | None, reason: str
     )
 
 
-def job_requeue(*, job: Job, actor, reason: str) -> Job:
+def job_requeue(*, job: Job, actor: Actor, reason: str) -> Job:
     """Put a failed or canceled job back to pending with a fresh attempt budget; locks the row,
     audits, and pushes on commit."""
     with transaction.atomic():
@@ -227,7 +235,7 @@ def job_requeue(*, job: Job, actor, reason: str) -> Job:
     return job
 
 
-def job_cancel(*, job: Job, actor, reason: str) -> Job:
+def job_cancel(*, job: Job, actor: Actor, reason: str) -> Job:
     """Cancel a job that has not started; a copy already in Redis finds it canceled and does nothing."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
@@ -243,11 +251,11 @@ def job_cancel(*, job: Job, actor, reason: str) -> Job:
 # --- many jobs at once: the chunk handlers of the jobs list's bulk actions (backoffice.bulk) ---
 
 
-def jobs_requeue_many(*, ids: list, actor, reason: str) -> dict:
+def jobs_requeue_many(*, ids: Sequence[int | str], actor: Actor, reason: str) -> dict[str, ObjectOutcome]:
     """job_requeue for a chunk of jobs in one transaction: locks them, requeues the failed
     and canceled ones with one UPDATE, audits them, pushes them on commit. Returns
     {str(id): ObjectOutcome} (backoffice.bulk)."""
-    outcomes = {}
+    outcomes: dict[str, ObjectOutcome] = {}
     with transaction.atomic():
         jobs = list(Job.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
         chosen = []
@@ -265,21 +273,18 @@ def jobs_requeue_many(*, ids: list, actor, reason: str) -> dict:
             job.run_at = timezone.now()
         Job.objects.bulk_update(chosen, ["status", "max_attempts", "run_at"])
         audit_record_many(actor=actor, action="job_requeue", targets=chosen, reason=reason)
-        by_queue: dict[str, list] = {}
+        by_queue: dict[str, list[UUID]] = {}
         for job in chosen:
             by_queue.setdefault(job.queue, []).append(job.pk)
         for queue, job_ids in by_queue.items():
-            transaction.on_commit(
-                lambda job_ids=job_ids, queue=queue: jobs_push_many_after_commit(job_ids=job_ids, queue=queue),
-                robust=True,
-            )
+            transaction.on_commit(partial(jobs_push_many_after_commit, job_ids=job_ids, queue=queue), robust=True)
     return outcomes
 
 
-def jobs_cancel_many(*, ids: list, actor, reason: str) -> dict:
+def jobs_cancel_many(*, ids: Sequence[int | str], actor: Actor, reason: str) -> dict[str, ObjectOutcome]:
     """job_cancel for a chunk of jobs in one transaction (locks, one UPDATE, audits).
     Returns {id: ObjectOutcome} for each id (backoffice.bulk)."""
-    outcomes = {}
+    outcomes: dict[str, ObjectOutcome] = {}
     with transaction.atomic():
         jobs = list(Job.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
         chosen = []

@@ -11,14 +11,16 @@ Public for other apps (reconciliation, staff tools):
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from backoffice.actors import Actor, actor_user
 from backoffice.services import audit_record, job_enqueue
 from ledger.models import (
     Account,
@@ -72,7 +74,7 @@ def _accounts(merchant_id: int | None, currency: str, *, with_platform: bool = F
 
 
 def merchant_accounts(merchant: Merchant | int, currency: str) -> dict[str, Account]:
-    return _accounts(getattr(merchant, "pk", merchant), currency)
+    return _accounts(merchant.pk if isinstance(merchant, Merchant) else merchant, currency)
 
 
 def platform_accounts(currency: str) -> dict[str, Account]:
@@ -112,7 +114,7 @@ def _post(
     refund: Refund | None = None,
     payout: Payout | None = None,
     corrects: Transaction | None = None,
-    posted_by=None,
+    posted_by: Actor = None,
 ) -> tuple[Transaction, bool]:
     """Post and say whether this call posted (False: the key was already posted)."""
     _check_lines(lines)
@@ -136,7 +138,7 @@ def _post(
             "refund": refund,
             "payout": payout,
             "corrects": corrects,
-            "posted_by": posted_by if getattr(posted_by, "pk", None) else None,
+            "posted_by": actor_user(posted_by),
         }
         if locked:
             posted = Transaction.objects.create(**fields)
@@ -174,7 +176,7 @@ def transaction_post(
     refund: Refund | None = None,
     payout: Payout | None = None,
     corrects: Transaction | None = None,
-    posted_by=None,
+    posted_by: Actor = None,
 ) -> Transaction:
     """Post entries (account, signed minor amount) that sum to zero per currency, in the
     caller's transaction; locks the merchant accounts touched (id order) and updates their
@@ -204,7 +206,7 @@ def adjustment_post(
     idempotency_key: str,
     merchant: Merchant | None = None,
     account_kind: str = AccountKind.AVAILABLE,
-    actor=None,
+    actor: Actor = None,
     corrects: Transaction | None = None,
 ) -> Transaction:
     """Credit (positive) or debit (negative) one account against the platform's adjustments
@@ -242,7 +244,9 @@ def adjustment_post(
     return posted
 
 
-def transaction_correct(*, corrected: Transaction, reason: str, actor=None, idempotency_key: str = "") -> Transaction:
+def transaction_correct(
+    *, corrected: Transaction, reason: str, actor: Actor = None, idempotency_key: str = ""
+) -> Transaction:
     """Reverse a transaction with a new one naming it (entries are never edited); one full
     reversal per transaction unless a distinct key is given."""
     reason = (reason or "").strip()
@@ -311,7 +315,7 @@ def _release_delay_days(merchant_id: int) -> int:
 # --- postings caused by payments and refunds (called from ledger.receivers) ---------------------
 
 
-def capture_post(*, payment: Payment, memo: str = "", posted_by=None) -> Transaction:
+def capture_post(*, payment: Payment, memo: str = "", posted_by: Actor = None) -> Transaction:
     """A captured payment: the processor owes us the gross; the merchant's pending balance gets
     the net; fee revenue gets the fee. Records the funds and when they become available."""
     currency, gross = payment.currency, payment.amount_minor
@@ -408,7 +412,7 @@ def refund_release_post(*, refund: Refund) -> Transaction | None:
 # --- pending -> available ----------------------------------------------------------------------
 
 
-def funds_release_due(*, now=None, batch_size: int | None = None) -> int:
+def funds_release_due(*, now: datetime | None = None, batch_size: int | None = None) -> int:
     """Move the net of every capture whose delay has passed from pending to available: one
     transaction per batch, one posting per merchant and currency in it. Rows are taken with
     SKIP LOCKED and marked in the same transaction, so two runs at once release each once."""
@@ -446,8 +450,10 @@ def funds_release_due(*, now=None, batch_size: int | None = None) -> int:
 # --- payouts ------------------------------------------------------------------------------------
 
 
-def _payout_event(payout: Payout, *, from_status: str, actor=None, actor_label: str = "", reason: str = ""):
-    user = actor if getattr(actor, "pk", None) else None
+def _payout_event(
+    payout: Payout, *, from_status: str, actor: Actor = None, actor_label: str = "", reason: str = ""
+) -> PayoutEvent:
+    user = actor_user(actor)
     event = PayoutEvent.objects.create(
         payout=payout,
         from_status=from_status,
@@ -462,14 +468,18 @@ def _payout_event(payout: Payout, *, from_status: str, actor=None, actor_label: 
     return event
 
 
-def _payout_transition(payout: Payout, name: str, *, actor=None, actor_label: str = "", reason: str = "") -> None:
+def _payout_transition(
+    payout: Payout, name: str, *, actor: Actor = None, actor_label: str = "", reason: str = ""
+) -> None:
     from_status = payout.status
     getattr(payout, name)()
     payout.save()
     _payout_event(payout, from_status=from_status, actor=actor, actor_label=actor_label, reason=reason)
 
 
-def _payout_move(payout: Payout, cause: str, source: str, target: str, *, actor=None, memo: str = "") -> Transaction:
+def _payout_move(
+    payout: Payout, cause: str, source: str, target: str, *, actor: Actor = None, memo: str = ""
+) -> Transaction:
     accounts = _accounts(payout.merchant_id, payout.currency, with_platform=True)
     posted, _ = _post(
         cause=cause,
@@ -488,7 +498,7 @@ def _locked_available(merchant_id: int, currency: str) -> Account:
     return Account.objects.select_for_update().get(pk=account.pk)
 
 
-def _enqueue_send(payout: Payout, *, actor=None) -> None:
+def _enqueue_send(payout: Payout, *, actor: Actor = None) -> None:
     job_enqueue(
         func=SEND_PAYOUT_JOB, kwargs={"payout_id": payout.pk}, queue="payments", concerns=payout, requested_by=actor
     )
@@ -536,9 +546,10 @@ def payout_approval_threshold_minor(currency: str) -> int:
     return major_to_minor(thresholds.get(currency, thresholds.get("default", "0")), currency)
 
 
-def _require_perm(user, perm: str, what: str) -> None:
-    if not (getattr(user, "pk", None) and user.is_active and user.has_perm(perm)):
+def _require_perm(user: Actor, perm: str, what: str) -> User:
+    if not (isinstance(user, User) and user.pk and user.is_active and user.has_perm(perm)):
         raise LedgerError(f"You do not have permission to {what}.", code="permission_denied")
+    return user
 
 
 def _require_reason(reason: str, what: str) -> str:
@@ -566,13 +577,13 @@ def payout_request(
     currency: str,
     amount_minor: int | None,
     reason: str,
-    requested_by,
+    requested_by: Actor,
     idempotency_key: str,
 ) -> Payout:
     """Finance pays a merchant out now (amount None = all available). Below the approval
     threshold the money moves at once and the send is queued; at or above it the payout waits
     for a second person. The same key returns the first payout."""
-    _require_perm(requested_by, "ledger.request_payout", "ask for payouts")
+    requester = _require_perm(requested_by, "ledger.request_payout", "ask for payouts")
     reason = _require_reason(reason, "ask for a payout")
     validate_currency(currency)
     if amount_minor is not None and (isinstance(amount_minor, bool) or not isinstance(amount_minor, int)):
@@ -597,7 +608,7 @@ def payout_request(
             origin=PayoutOrigin.FINANCE,
             idempotency_key=idempotency_key,
             reason=reason,
-            requested_by=requested_by,
+            requested_by=requester,
             needs_approval=needs_approval,
             status=PayoutStatus.REQUESTED if needs_approval else PayoutStatus.PENDING,
         )
@@ -616,11 +627,15 @@ def payout_request(
 
 
 def _locked_payout(payout: Payout | int) -> Payout:
-    return Payout.objects.select_for_update().select_related("merchant").get(pk=getattr(payout, "pk", payout))
+    return (
+        Payout.objects.select_for_update()
+        .select_related("merchant")
+        .get(pk=payout.pk if isinstance(payout, Payout) else payout)
+    )
 
 
-def _locked_for_second_person(payout: Payout, approver, what: str) -> Payout:
-    _require_perm(approver, "ledger.approve_payout", what)
+def _locked_for_second_person(payout: Payout, approver: User) -> Payout:
+    """The payout, locked, once the decider (who has approve_payout: `_require_perm`) may decide it."""
     payout = _locked_payout(payout)
     if payout.requested_by_id == approver.pk:
         raise LedgerError("A payout this large needs a second person: you asked for this one.", code="four_eyes")
@@ -629,15 +644,16 @@ def _locked_for_second_person(payout: Payout, approver, what: str) -> Payout:
     return payout
 
 
-def payout_approve(*, payout: Payout, approver, note: str = "") -> Payout:
+def payout_approve(*, payout: Payout, approver: Actor, note: str = "") -> Payout:
     """A second person with approve_payout approves: locks the payout and the available balance,
     refuses if the balance no longer covers it, moves the money and queues the send."""
     with transaction.atomic():
-        payout = _locked_for_second_person(payout, approver, "approve payouts")
+        decider = _require_perm(approver, "ledger.approve_payout", "approve payouts")
+        payout = _locked_for_second_person(payout, decider)
         available = _locked_available(payout.merchant_id, payout.currency)
         if payout.amount_minor > available.balance_minor:
             raise _refuse_short(available, payout.amount_minor)
-        payout.decided_by, payout.decision_note = approver, note.strip()
+        payout.decided_by, payout.decision_note = decider, note.strip()
         _payout_transition(payout, "approve", actor=approver, reason=note.strip() or "approved")
         _payout_move(payout, Cause.PAYOUT, K.AVAILABLE, K.PAYOUTS_IN_TRANSIT, actor=approver)
         audit_record(actor=approver, action="payout_approve", target=payout, reason=note.strip())
@@ -645,12 +661,13 @@ def payout_approve(*, payout: Payout, approver, note: str = "") -> Payout:
     return payout
 
 
-def payout_reject(*, payout: Payout, approver, note: str) -> Payout:
+def payout_reject(*, payout: Payout, approver: Actor, note: str) -> Payout:
     """A second person rejects, with a required note; no money had moved."""
     note = _require_reason(note, "reject a payout")
     with transaction.atomic():
-        payout = _locked_for_second_person(payout, approver, "reject payouts")
-        payout.decided_by, payout.decision_note = approver, note
+        decider = _require_perm(approver, "ledger.approve_payout", "reject payouts")
+        payout = _locked_for_second_person(payout, decider)
+        payout.decided_by, payout.decision_note = decider, note
         _payout_transition(payout, "reject", actor=approver, reason=note)
         audit_record(actor=approver, action="payout_reject", target=payout, reason=note)
     return payout
@@ -668,7 +685,7 @@ def payout_send(*, payout_id: int) -> Payout:
     return payout
 
 
-def payout_mark_paid(*, payout: Payout, actor, bank_reference: str = "", reason: str = "") -> Payout:
+def payout_mark_paid(*, payout: Payout, actor: Actor, bank_reference: str = "", reason: str = "") -> Payout:
     """The bank confirmed the payout: in transit -> paid; the money leaves Paydesk's books."""
     _require_perm(actor, "ledger.settle_payout", "settle payouts")
     with transaction.atomic():
@@ -682,7 +699,7 @@ def payout_mark_paid(*, payout: Payout, actor, bank_reference: str = "", reason:
     return payout
 
 
-def payout_mark_failed(*, payout: Payout, actor, reason: str) -> Payout:
+def payout_mark_failed(*, payout: Payout, actor: Actor, reason: str) -> Payout:
     """The bank refused or returned the payout: the money goes back to the available balance."""
     _require_perm(actor, "ledger.settle_payout", "settle payouts")
     reason = _require_reason(reason, "mark a payout failed")

@@ -6,12 +6,14 @@ gets one DeliveryAttempt per try."""
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from backoffice.actors import Actor
+from backoffice.actors import Actor, actor_user
 from backoffice.backoff import backoff_delay_seconds
 from backoffice.models import Job
 from backoffice.services import audit_record, job_enqueue
@@ -33,6 +35,13 @@ class DeliveryInProgress(Exception):
     """Another run is making this very try right now; the runner retries this job later."""
 
 
+def _endpoint_of(notification: Notification, endpoints: QuerySet[WebhookEndpoint]) -> WebhookEndpoint:
+    """A webhook notification's endpoint, read afresh from `endpoints` (its URL and enabled flag change)."""
+    if notification.endpoint_id is None:  # as .get(pk=None) would: e-mails have no endpoint
+        raise WebhookEndpoint.DoesNotExist("an e-mail notification has no endpoint")
+    return endpoints.get(pk=notification.endpoint_id)
+
+
 # --- creating notifications -------------------------------------------------------------------
 
 
@@ -42,7 +51,7 @@ def notification_create(*, requested_by: Actor = None, **fields: object) -> Noti
     notification = Notification.objects.create(
         status=NotificationStatus.PENDING,
         next_attempt_at=now,
-        requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+        requested_by=actor_user(requested_by),
         **fields,
     )
     _enqueue_try(notification, attempt_number=1, run_at=now, requested_by=requested_by)
@@ -77,7 +86,7 @@ def notifications_create_for_event(
     address for the events worth a mail. All share one event id."""
     event_id, now = new_event_id(), timezone.now()
     body = event_body(event_id=event_id, event_type=event_type, created_at=now, data=data)
-    common = {
+    common: dict[str, Any] = {
         "event_id": event_id,
         "event_type": event_type,
         "merchant": merchant,
@@ -108,7 +117,7 @@ def notification_resend(*, notification: Notification, actor: Actor, reason: str
             )
         destination = original.destination
         if original.channel == Channel.WEBHOOK:
-            endpoint = WebhookEndpoint.objects.get(pk=original.endpoint_id)
+            endpoint = _endpoint_of(original, WebhookEndpoint.objects.all())
             if not endpoint.enabled:
                 raise NotificationError("its endpoint is disabled; re-enable it first", code="endpoint_disabled")
             destination = endpoint.url
@@ -176,7 +185,7 @@ def notification_delivery_start(*, notification_id: int, attempt_number: int) ->
             return None
         destination = notification.destination
         if notification.channel == Channel.WEBHOOK:
-            endpoint = WebhookEndpoint.objects.get(pk=notification.endpoint_id)
+            endpoint = _endpoint_of(notification, WebhookEndpoint.objects.all())
             if not endpoint.enabled:
                 notification.status, notification.next_attempt_at = NotificationStatus.DISABLED, None
                 notification.save(update_fields=["status", "next_attempt_at", "updated_at"])
@@ -198,7 +207,7 @@ def notification_send_rollback_unsafe(*, attempt: DeliveryAttempt) -> DeliveryOu
     started = timezone.now()
     try:
         if notification.channel == Channel.WEBHOOK:
-            endpoint = WebhookEndpoint.objects.get(pk=notification.endpoint_id)
+            endpoint = _endpoint_of(notification, WebhookEndpoint.objects.all())
             headers = signature_headers(
                 message_id=notification.event_id,
                 body=notification.body,
@@ -264,8 +273,8 @@ def notification_delivery_finish(*, attempt_id: int, outcome: DeliveryOutcome) -
             notification.delivered_at, notification.last_error = timezone.now(), ""
             notification.save(update_fields=["status", "delivered_at", "last_error", "updated_at"])
         elif notification.channel == Channel.WEBHOOK and outcome.endpoint_gone:
-            endpoint = (
-                WebhookEndpoint.objects.select_for_update().select_related("merchant").get(pk=notification.endpoint_id)
+            endpoint = _endpoint_of(
+                notification, WebhookEndpoint.objects.select_for_update().select_related("merchant")
             )
             notification.status, notification.last_error = NotificationStatus.DISABLED, outcome.error
             notification.save(update_fields=["status", "last_error", "updated_at"])

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from backoffice.actors import Actor
+from backoffice.actors import Actor, actor_user
 from backoffice.services import audit_record
 from notifications.delivery import notification_create, notifications_create_for_event
 from notifications.errors import NotificationError
@@ -148,7 +148,7 @@ def webhook_endpoint_disable(
         if not endpoint.enabled:
             raise NotificationError("already disabled", code="already_disabled")
         if by_merchant:
-            who = actor.get_username() if getattr(actor, "pk", None) else "a user of yours"
+            who = user.get_username() if (user := actor_user(actor)) else "a user of yours"
             disabled_reason = f"{who} disabled it in the merchant portal"
         else:
             disabled_reason = STAFF_DISABLED_REASON

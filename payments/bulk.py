@@ -7,9 +7,12 @@ entries and jobs with one INSERT each, sends `payment_status_changed` per change
 (notifications listen in the same transaction), and returns {str(id): ObjectOutcome}.
 """
 
+from collections.abc import Sequence
+
 from django.db import transaction
 from django.utils import timezone
 
+from backoffice.actors import Actor, actor_user
 from backoffice.db import insert_rows
 from backoffice.models import Job
 from backoffice.progress import ObjectOutcome
@@ -21,7 +24,7 @@ from payments.signals import payment_status_changed
 from payments.states import TRANSITIONS, PaymentStatus
 
 
-def _locked_chunk(ids: list) -> list[Payment]:
+def _locked_chunk(ids: Sequence[int | str]) -> list[Payment]:
     return list(
         Payment.objects.select_for_update(of=("self",)).select_related("merchant").filter(pk__in=ids).order_by("pk")
     )
@@ -33,7 +36,7 @@ def _not(payment: Payment, expected: str) -> ObjectOutcome:
     )
 
 
-def _transition_many(payments: list[Payment], name: str, *, actor, reason: str, actor_label: str = "") -> None:
+def _transition_many(payments: list[Payment], name: str, *, actor: Actor, reason: str, actor_label: str = "") -> None:
     """Move payments that all stand in one of the transition's sources to its target: one
     UPDATE (guarded by the sources, like the FSM transition), one INSERT of events, then the
     signal per payment."""
@@ -47,14 +50,14 @@ def _transition_many(payments: list[Payment], name: str, *, actor, reason: str, 
     )
     if updated != len(payments):  # the rows are locked: this would be a bug, not a race
         raise RuntimeError(f"{name}: {updated} of {len(payments)} payments moved")
-    user = actor if getattr(actor, "pk", None) else None
+    user = actor_user(actor)
     for payment in payments:
         # The field is protected against assignment; this mirrors the row just updated.
         payment.__dict__["status"] = target
         payment.updated_at = now
-    same = {
+    same: dict[str, object] = {
         "to_status": target,
-        "actor_id": getattr(user, "pk", None),
+        "actor_id": user.pk if user else None,
         "actor_label": actor_label or ("" if user else "system"),
     }
     same.update(reason=reason, created_at=now)
@@ -71,7 +74,7 @@ def _transition_many(payments: list[Payment], name: str, *, actor, reason: str, 
         )
 
 
-def _enqueue_processing_many(payments: list[Payment], *, actor) -> None:
+def _enqueue_processing_many(payments: list[Payment], *, actor: Actor) -> None:
     job_enqueue_many(
         func=PROCESS_JOB,
         kwargs_list=[{"payment_id": payment.pk} for payment in payments],
@@ -81,9 +84,10 @@ def _enqueue_processing_many(payments: list[Payment], *, actor) -> None:
     )
 
 
-def payments_retry_many(*, ids: list, actor, reason: str) -> dict[str, ObjectOutcome]:
+def payments_retry_many(*, ids: Sequence[int | str], actor: Actor, reason: str) -> dict[str, ObjectOutcome]:
     """payment_retry for a chunk: failed payments go back to pending with a new processing job."""
-    outcomes, chosen = {}, []
+    outcomes: dict[str, ObjectOutcome] = {}
+    chosen: list[Payment] = []
     with transaction.atomic():
         for payment in _locked_chunk(ids):
             if payment.status in TRANSITIONS["retry"][0]:
@@ -97,9 +101,10 @@ def payments_retry_many(*, ids: list, actor, reason: str) -> dict[str, ObjectOut
     return outcomes
 
 
-def payments_process_now_many(*, ids: list, actor, reason: str) -> dict[str, ObjectOutcome]:
+def payments_process_now_many(*, ids: Sequence[int | str], actor: Actor, reason: str) -> dict[str, ObjectOutcome]:
     """payment_process_now for a chunk: pending payments without a live processing job get one."""
-    outcomes, chosen = {}, []
+    outcomes: dict[str, ObjectOutcome] = {}
+    chosen: list[Payment] = []
     with transaction.atomic():
         payments = _locked_chunk(ids)
         queued = set(
@@ -124,10 +129,11 @@ def payments_process_now_many(*, ids: list, actor, reason: str) -> dict[str, Obj
     return outcomes
 
 
-def payments_cancel_many(*, ids: list, actor, reason: str) -> dict[str, ObjectOutcome]:
+def payments_cancel_many(*, ids: Sequence[int | str], actor: Actor, reason: str) -> dict[str, ObjectOutcome]:
     """payment_cancel for a chunk: pending payments are canceled (their queued jobs then find
     nothing to do)."""
-    outcomes, chosen = {}, []
+    outcomes: dict[str, ObjectOutcome] = {}
+    chosen: list[Payment] = []
     with transaction.atomic():
         for payment in _locked_chunk(ids):
             if payment.status in TRANSITIONS["cancel"][0]:

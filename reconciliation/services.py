@@ -8,15 +8,17 @@ open, and writes an audit entry in the same transaction.
 from datetime import date
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from backoffice.actors import Actor, actor_user
 from backoffice.models import Job, JobStatus
 from backoffice.services import audit_record, job_enqueue
 from ledger.services import adjustment_post
 from ledger.states import AccountKind
-from payments.models import PaymentAttempt, Refund
+from payments.models import PaymentAttempt, Refund, SettlementRequest
 from payments.money import currency_exponent, format_minor, major_to_minor
 from payments.services.settlements import settlement_request
 from payments.states import PaymentStatus
@@ -41,7 +43,7 @@ class ReconciliationError(ValidationError):
     pass
 
 
-def matching_enqueue(*, processor: str, day: date, requested_by=None) -> MatchingRun:
+def matching_enqueue(*, processor: str, day: date, requested_by: Actor = None) -> MatchingRun:
     """Queue a matching run for the day, in the caller's transaction; a run of the same day
     still waiting or running is returned instead of queuing a second."""
     with transaction.atomic():
@@ -53,7 +55,7 @@ def matching_enqueue(*, processor: str, day: date, requested_by=None) -> Matchin
         )
         if active is not None:
             return active
-        run = MatchingRun.objects.create(processor=processor, day=day, requested_by=requested_by)
+        run = MatchingRun.objects.create(processor=processor, day=day, requested_by=actor_user(requested_by))
         run.job = job_enqueue(
             func=MATCH_JOB,
             kwargs={"run_id": run.pk},
@@ -73,20 +75,28 @@ def _require_reason(reason: str, what: str) -> str:
     return reason
 
 
-def _require_perm(user, perm: str, what: str) -> None:
-    if not (getattr(user, "pk", None) and user.is_active and user.has_perm(perm)):
+def _require_perm(user: Actor, perm: str, what: str) -> User:
+    """Refuse unless `user` is an active user with `perm`; the user, once it has it."""
+    if not (isinstance(user, User) and user.pk and user.is_active and user.has_perm(perm)):
         raise ReconciliationError(f"You do not have permission to {what}.", code="permission_denied")
+    return user
 
 
-def _locked_open(discrepancy: Discrepancy, *, actor, what: str) -> Discrepancy:
-    _require_perm(actor, "reconciliation.resolve_discrepancy", what)
+def _resolver(actor: Actor) -> User:
+    return _require_perm(actor, "reconciliation.resolve_discrepancy", "resolve exceptions")
+
+
+def _locked_open(discrepancy: Discrepancy) -> Discrepancy:
+    """The exception, locked, once its resolver has the permission (`_resolver`); refused when not open."""
     discrepancy = Discrepancy.objects.select_for_update().get(pk=discrepancy.pk)
     if discrepancy.status != DiscrepancyStatus.OPEN:
         raise ReconciliationError(f"not open (it is {discrepancy.get_status_display().lower()})", code="not_open")
     return discrepancy
 
 
-def _resolve(discrepancy: Discrepancy, *, actor, resolution: str, reason: str, details: dict) -> Discrepancy:
+def _resolve(
+    discrepancy: Discrepancy, *, actor: User, resolution: str, reason: str, details: dict[str, object]
+) -> Discrepancy:
     discrepancy.status, discrepancy.resolution = DiscrepancyStatus.RESOLVED, resolution
     discrepancy.resolution_reason, discrepancy.resolved_by = reason, actor
     discrepancy.resolved_at = timezone.now()
@@ -101,12 +111,13 @@ def _resolve(discrepancy: Discrepancy, *, actor, resolution: str, reason: str, d
     return discrepancy
 
 
-def discrepancy_accept(*, discrepancy: Discrepancy, actor, reason: str) -> Discrepancy:
+def discrepancy_accept(*, discrepancy: Discrepancy, actor: Actor, reason: str) -> Discrepancy:
     """Close an open exception as accepted, with the reason; audited. Money does not move."""
     reason = _require_reason(reason, "accept an exception")
     with transaction.atomic():
-        discrepancy = _locked_open(discrepancy, actor=actor, what="resolve exceptions")
-        return _resolve(discrepancy, actor=actor, resolution=Resolution.ACCEPTED, reason=reason, details={})
+        resolver = _resolver(actor)
+        discrepancy = _locked_open(discrepancy)
+        return _resolve(discrepancy, actor=resolver, resolution=Resolution.ACCEPTED, reason=reason, details={})
 
 
 def _record_by_key(key: str) -> PaymentAttempt | Refund:
@@ -124,13 +135,14 @@ def _record_by_key(key: str) -> PaymentAttempt | Refund:
     raise ReconciliationError({"record": [f"No payment, attempt or refund {key[:100]!r}."]}, code="no_record")
 
 
-def discrepancy_link(*, discrepancy: Discrepancy, actor, record_key: str, reason: str) -> Discrepancy:
+def discrepancy_link(*, discrepancy: Discrepancy, actor: Actor, record_key: str, reason: str) -> Discrepancy:
     """Link the exception's report line to the right record of ours (or, for a record missing
     from their report, the record to the report line that is its): matching keeps the link
     on every re-run. Locks the exception and the line; audited."""
     reason = _require_reason(reason, "link a record")
     with transaction.atomic():
-        discrepancy = _locked_open(discrepancy, actor=actor, what="resolve exceptions")
+        resolver = _resolver(actor)
+        discrepancy = _locked_open(discrepancy)
         if discrepancy.kind == DiscrepancyKind.MISSING_THEIRS:
             line = (
                 SettlementLine.objects.select_for_update()
@@ -142,6 +154,8 @@ def discrepancy_link(*, discrepancy: Discrepancy, actor, record_key: str, reason
                 raise ReconciliationError({"record": ["No report line with this line id."]}, code="no_line")
             record = discrepancy.payment_attempt or discrepancy.refund
         else:
+            if discrepancy.line_id is None:  # as .get(pk=None) would: only missing-theirs has no line
+                raise SettlementLine.DoesNotExist("this exception has no report line")
             line = SettlementLine.objects.select_for_update().get(pk=discrepancy.line_id)
             record = _record_by_key(record_key)
         wanted = REFUND if isinstance(record, Refund) else (CHARGE, FEE)
@@ -158,20 +172,21 @@ def discrepancy_link(*, discrepancy: Discrepancy, actor, record_key: str, reason
         line.save(update_fields=["refund", "payment_attempt", "linked_by_hand"])
         return _resolve(
             discrepancy,
-            actor=actor,
+            actor=resolver,
             resolution=Resolution.LINKED,
             reason=reason,
             details={"line": line.line_id, "record": str(record)},
         )
 
 
-def discrepancy_request_settlement(*, discrepancy: Discrepancy, actor, reason: str):
+def discrepancy_request_settlement(*, discrepancy: Discrepancy, actor: Actor, reason: str) -> SettlementRequest:
     """For a charge they captured while we say `unknown`: ask the usual four-eyes manual
     settlement to succeeded with their charge reference. The exception stays open until a
     second person approves and a re-run finds the charge matched."""
     reason = _require_reason(reason, "ask for a settlement")
     with transaction.atomic():
-        discrepancy = _locked_open(discrepancy, actor=actor, what="resolve exceptions")
+        _resolver(actor)
+        discrepancy = _locked_open(discrepancy)
         line = discrepancy.line
         attempt = discrepancy.payment_attempt
         if (
@@ -209,7 +224,7 @@ def adjustment_approval_threshold_minor(currency: str) -> int:
     return major_to_minor(thresholds.get(currency, thresholds.get("default", "0")), currency)
 
 
-def _adjustment_post(adjustment: AdjustmentRequest, *, actor) -> None:
+def _adjustment_post(adjustment: AdjustmentRequest, *, actor: User) -> None:
     """Post the adjustment (the merchant's available balance, or the processor receivable when
     the exception has no merchant) and resolve its exception, in the caller's transaction. The
     ledger key is the request's, so the money moves once whatever repeats."""
@@ -240,7 +255,7 @@ def _adjustment_post(adjustment: AdjustmentRequest, *, actor) -> None:
     )
 
 
-def _checked_amount(amount_minor, currency: str) -> int:
+def _checked_amount(amount_minor: object, currency: str) -> int:
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
         raise ReconciliationError(
             {"amount_minor": ["Give a positive whole number of minor units; the direction says which way."]},
@@ -256,7 +271,7 @@ def _checked_amount(amount_minor, currency: str) -> int:
 
 
 def adjustment_request(
-    *, discrepancy: Discrepancy, actor, amount_minor: int, direction: str, reason: str, request_key: str
+    *, discrepancy: Discrepancy, actor: Actor, amount_minor: int, direction: str, reason: str, request_key: str
 ) -> AdjustmentRequest:
     """Resolve an open exception by a ledger adjustment. Below the approval threshold it is
     posted at once and the exception resolved; at or above it waits for a second person. Locks
@@ -268,12 +283,12 @@ def adjustment_request(
     if direction not in AdjustmentDirection.values:
         raise ReconciliationError({"direction": ["Choose credit or debit."]}, code="direction")
     with transaction.atomic():
-        _require_perm(actor, "reconciliation.resolve_discrepancy", "resolve exceptions")
+        requester = _resolver(actor)
         locked = Discrepancy.objects.select_for_update().get(pk=discrepancy.pk)
         existing = AdjustmentRequest.objects.filter(request_key=request_key).first()
         if existing is not None:
             return existing
-        discrepancy = _locked_open(locked, actor=actor, what="resolve exceptions")
+        discrepancy = _locked_open(locked)
         amount_minor = _checked_amount(amount_minor, discrepancy.currency)
         if discrepancy.adjustments.filter(status=AdjustmentStatus.REQUESTED).exists():
             raise ReconciliationError("already has an adjustment awaiting approval", code="already_requested")
@@ -287,10 +302,10 @@ def adjustment_request(
             direction=direction,
             reason=reason,
             needs_approval=needs_approval,
-            requested_by=actor,
+            requested_by=requester,
         )
         audit_record(
-            actor=actor,
+            actor=requester,
             action="discrepancy_adjustment_requested",
             target=discrepancy,
             reason=reason,
@@ -301,12 +316,16 @@ def adjustment_request(
             },
         )
         if not needs_approval:
-            _adjustment_post(adjustment, actor=actor)
+            _adjustment_post(adjustment, actor=requester)
     return adjustment
 
 
-def _locked_for_second_person(adjustment: AdjustmentRequest, approver, what: str) -> AdjustmentRequest:
-    _require_perm(approver, "reconciliation.approve_adjustment", what)
+def _decider(approver: Actor, what: str) -> User:
+    return _require_perm(approver, "reconciliation.approve_adjustment", what)
+
+
+def _locked_for_second_person(adjustment: AdjustmentRequest, approver: User) -> AdjustmentRequest:
+    """The adjustment, locked, once its decider has the permission (`_decider`): not the requester, still open."""
     adjustment = AdjustmentRequest.objects.select_for_update().get(pk=adjustment.pk)
     if adjustment.requested_by_id == approver.pk:
         raise ReconciliationError(
@@ -319,12 +338,13 @@ def _locked_for_second_person(adjustment: AdjustmentRequest, approver, what: str
     return adjustment
 
 
-def adjustment_approve(*, adjustment: AdjustmentRequest, approver, note: str = "") -> AdjustmentRequest:
+def adjustment_approve(*, adjustment: AdjustmentRequest, approver: Actor, note: str = "") -> AdjustmentRequest:
     """A second person with approve_adjustment approves: the adjustment is posted and the
     exception resolved, if it is still open (a re-run may have cleared it meanwhile)."""
     with transaction.atomic():
+        decider = _decider(approver, "approve adjustments")
         discrepancy = Discrepancy.objects.select_for_update().get(pk=adjustment.discrepancy_id)
-        adjustment = _locked_for_second_person(adjustment, approver, "approve adjustments")
+        adjustment = _locked_for_second_person(adjustment, decider)
         if discrepancy.status != DiscrepancyStatus.OPEN:
             raise ReconciliationError(
                 f"Its exception is not open any more (it is {discrepancy.get_status_display().lower()}): "
@@ -332,7 +352,7 @@ def adjustment_approve(*, adjustment: AdjustmentRequest, approver, note: str = "
                 code="not_open",
             )
         adjustment.discrepancy = discrepancy
-        adjustment.decided_by, adjustment.decided_at = approver, timezone.now()
+        adjustment.decided_by, adjustment.decided_at = decider, timezone.now()
         adjustment.decision_note = (note or "").strip()
         audit_record(
             actor=approver,
@@ -341,16 +361,17 @@ def adjustment_approve(*, adjustment: AdjustmentRequest, approver, note: str = "
             reason=adjustment.decision_note,
             details={"adjustment": adjustment.pk, "requested_by": str(adjustment.requested_by)},
         )
-        _adjustment_post(adjustment, actor=approver)
+        _adjustment_post(adjustment, actor=decider)
     return adjustment
 
 
-def adjustment_reject(*, adjustment: AdjustmentRequest, approver, note: str) -> AdjustmentRequest:
+def adjustment_reject(*, adjustment: AdjustmentRequest, approver: Actor, note: str) -> AdjustmentRequest:
     """A second person rejects, with a required note: nothing is posted, the exception stays open."""
     note = _require_reason(note, "reject an adjustment")
     with transaction.atomic():
-        adjustment = _locked_for_second_person(adjustment, approver, "reject adjustments")
-        adjustment.status, adjustment.decided_by = AdjustmentStatus.REJECTED, approver
+        decider = _decider(approver, "reject adjustments")
+        adjustment = _locked_for_second_person(adjustment, decider)
+        adjustment.status, adjustment.decided_by = AdjustmentStatus.REJECTED, decider
         adjustment.decided_at, adjustment.decision_note = timezone.now(), note
         adjustment.save()
         audit_record(

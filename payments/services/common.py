@@ -3,7 +3,9 @@ that records its event and signal, and the refusals."""
 
 from typing import TypeVar
 
-from backoffice.actors import Actor
+from django.contrib.auth.models import User
+
+from backoffice.actors import Actor, actor_user
 from payments.errors import PaymentError
 from payments.models import Payment, PaymentEvent, Refund, RefundEvent, SettlementRequest
 from payments.signals import payment_status_changed, refund_status_changed
@@ -13,7 +15,7 @@ def event_record(
     subject: Payment | Refund, *, from_status: str, actor: Actor = None, actor_label: str = "", reason: str = ""
 ) -> PaymentEvent | RefundEvent:
     """Append the subject's event (PaymentEvent or RefundEvent) and send its status signal."""
-    user = actor if getattr(actor, "pk", None) else None
+    user = actor_user(actor)
     fields = {
         "from_status": from_status,
         "to_status": subject.status,
@@ -57,24 +59,25 @@ def wrong_status(payment: Payment, expected: str) -> PaymentError:
     return PaymentError(f"not {expected} (it is {payment.get_status_display().lower()})", code="wrong_status")
 
 
-def require_perm(user: Actor, perm: str, what: str) -> None:
-    """Refuse unless `user` is an active user with `perm`."""
-    if not (user is not None and user.pk and user.is_active and user.has_perm(perm)):
+def require_perm(user: Actor, perm: str, what: str) -> User:
+    """Refuse unless `user` is an active user with `perm`; the user, once it has it."""
+    if not (isinstance(user, User) and user.pk and user.is_active and user.has_perm(perm)):
         raise PaymentError(f"You do not have permission to {what}.", code="permission_denied")
+    return user
 
 
 Decided = TypeVar("Decided", Refund, SettlementRequest)
 
 
-def lock_for_second_person(subject: Decided, *, approver: Actor, perm: str, what: str) -> Decided:
+def lock_for_second_person(subject: Decided, *, approver: User) -> Decided:
     """Lock the payment, then the refund or settlement request awaiting a decision, and check
-    the decider may decide it: the permission, not the requester (four eyes), still open."""
-    require_perm(approver, perm, what)
+    the decider (who has the permission: `require_perm`) may decide it: not the requester
+    (four eyes), still open."""
     payment = payment_lock(subject.payment_id)
     subject = type(subject).objects.select_for_update().get(pk=subject.pk)
     subject.payment = payment
     kind = "refund" if isinstance(subject, Refund) else "manual settlement"
-    if subject.requested_by_id == getattr(approver, "pk", None):
+    if subject.requested_by_id == approver.pk:
         raise PaymentError(f"A {kind} needs a second person: you asked for this one.", code="four_eyes")
     if subject.status != "requested":
         raise PaymentError(f"not awaiting approval (it is {subject.get_status_display().lower()})", code="wrong_status")

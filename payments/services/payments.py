@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from backoffice.actors import Actor
+from backoffice.actors import Actor, actor_user
 from backoffice.models import Job
 from backoffice.services import audit_record, job_enqueue
 from payments.errors import PaymentError
@@ -63,7 +63,7 @@ def payment_create(
                     payment = Payment.objects.create(
                         merchant=merchant,
                         idempotency_key=idempotency_key,
-                        created_by=actor if getattr(actor, "pk", None) else None,
+                        created_by=actor_user(actor),
                         **params,
                     )
             except IntegrityError:  # the same key created at the same moment by another request

@@ -2,6 +2,7 @@
 and apply what the gateway says. Each locks the payment first, so concurrent requests can
 never together refund more than the capture."""
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
@@ -46,12 +47,12 @@ def refund_request(*, payment: Payment, amount_minor: int, reason: str, requeste
     """Lock the payment, check the refund fits in what remains refundable (so concurrent
     requests can never together exceed the capture), create it; below the approval
     threshold approve it at once and queue the refund job."""
-    require_perm(requested_by, "payments.request_refund", "request refunds")
-    return _refund_create(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requested_by)
+    requester = require_perm(requested_by, "payments.request_refund", "request refunds")
+    return _refund_create(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requester)
 
 
 def _refund_create(
-    *, payment: Payment, amount_minor: int, reason: str, requested_by: Actor, audit_details: dict | None = None
+    *, payment: Payment, amount_minor: int, reason: str, requested_by: User, audit_details: dict[str, str] | None = None
 ) -> Refund:
     """The checks and writes every refund request shares, once its requester is authorised."""
     reason = require_reason(reason, "refund")
@@ -112,10 +113,9 @@ def _refund_create(
 def refund_approve(*, refund: Refund, approver: Actor, note: str = "") -> Refund:
     """A second person with approve_refund approves; locks payment and refund, queues the refund job."""
     with transaction.atomic():
-        refund = lock_for_second_person(
-            refund, approver=approver, perm="payments.approve_refund", what="approve refunds"
-        )
-        refund.approved_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note.strip()
+        decider = require_perm(approver, "payments.approve_refund", "approve refunds")
+        refund = lock_for_second_person(refund, approver=decider)
+        refund.approved_by, refund.decided_at, refund.decision_note = decider, timezone.now(), note.strip()
         status_transition(refund, "approve", actor=approver, reason=note.strip() or "approved")
         audit_record(
             actor=approver,
@@ -132,10 +132,9 @@ def refund_reject(*, refund: Refund, approver: Actor, note: str) -> Refund:
     """A second person with approve_refund rejects, with a required note; the amount is freed."""
     note = require_reason(note, "reject a refund")
     with transaction.atomic():
-        refund = lock_for_second_person(
-            refund, approver=approver, perm="payments.approve_refund", what="reject refunds"
-        )
-        refund.rejected_by, refund.decided_at, refund.decision_note = approver, timezone.now(), note
+        decider = require_perm(approver, "payments.approve_refund", "reject refunds")
+        refund = lock_for_second_person(refund, approver=decider)
+        refund.rejected_by, refund.decided_at, refund.decision_note = decider, timezone.now(), note
         status_transition(refund, "reject", actor=approver, reason=note)
         audit_record(
             actor=approver,
@@ -190,15 +189,15 @@ def refund_result_apply(*, refund_id: int, result: RefundResult) -> Refund:
 def refund_request_by_merchant(*, payment: Payment, amount_minor: int, reason: str, requested_by: Actor) -> Refund:
     """A merchant's owner asks to refund one of the merchant's payments: the same locked checks
     and approval threshold as staff requests (a large one waits for a staff approver)."""
-    allowed = (
-        getattr(requested_by, "pk", None)
+    if not (
+        isinstance(requested_by, User)
+        and requested_by.pk
         and requested_by.is_active
         and payment.merchant.is_active
         and Membership.objects.filter(
             user=requested_by, merchant_id=payment.merchant_id, role=Membership.Role.OWNER
         ).exists()
-    )
-    if not allowed:
+    ):
         raise PaymentError("Only an owner of this merchant can request its refunds.", code="permission_denied")
     return _refund_create(
         payment=payment,

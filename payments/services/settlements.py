@@ -18,7 +18,7 @@ def settlement_request(
 ) -> SettlementRequest:
     """Ask to settle an unknown payment as succeeded (with the processor's charge reference,
     which later refunds need) or failed; nothing changes until a second person approves."""
-    require_perm(requested_by, "payments.request_settlement", "ask for manual settlements")
+    requester = require_perm(requested_by, "payments.request_settlement", "ask for manual settlements")
     reason = require_reason(reason, "settle a payment by hand")
     if settle_as not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
         raise PaymentError({"settle_as": ["Choose succeeded or failed."]}, code="settle_as")
@@ -40,7 +40,7 @@ def settlement_request(
             payment=payment,
             settle_as=settle_as,
             reason=reason,
-            requested_by=requested_by,
+            requested_by=requester,
             gateway_reference=gateway_reference if settle_as == PaymentStatus.SUCCEEDED else "",
         )
         audit_record(
@@ -56,9 +56,8 @@ def settlement_request(
 def settlement_approve(*, settlement: SettlementRequest, approver: Actor, note: str = "") -> SettlementRequest:
     """A second person approves: the payment moves from unknown to the requested outcome."""
     with transaction.atomic():
-        settlement = lock_for_second_person(
-            settlement, approver=approver, perm="payments.approve_settlement", what="approve manual settlements"
-        )
+        decider = require_perm(approver, "payments.approve_settlement", "approve manual settlements")
+        settlement = lock_for_second_person(settlement, approver=decider)
         payment = settlement.payment
         if payment.status != PaymentStatus.UNKNOWN:
             raise wrong_status(payment, "unknown any more")
@@ -79,7 +78,7 @@ def settlement_approve(*, settlement: SettlementRequest, approver: Actor, note: 
             actor=approver,
             reason=reason,
         )
-        settlement.status, settlement.decided_by = SettlementStatus.APPROVED, approver
+        settlement.status, settlement.decided_by = SettlementStatus.APPROVED, decider
         settlement.decided_at, settlement.decision_note = timezone.now(), note.strip()
         settlement.save()
         audit_record(
@@ -96,10 +95,9 @@ def settlement_reject(*, settlement: SettlementRequest, approver: Actor, note: s
     """A second person rejects, with a required note; the payment stays unknown."""
     note = require_reason(note, "reject a manual settlement")
     with transaction.atomic():
-        settlement = lock_for_second_person(
-            settlement, approver=approver, perm="payments.approve_settlement", what="reject manual settlements"
-        )
-        settlement.status, settlement.decided_by = SettlementStatus.REJECTED, approver
+        decider = require_perm(approver, "payments.approve_settlement", "reject manual settlements")
+        settlement = lock_for_second_person(settlement, approver=decider)
+        settlement.status, settlement.decided_by = SettlementStatus.REJECTED, decider
         settlement.decided_at, settlement.decision_note = timezone.now(), note
         settlement.save()
         audit_record(actor=approver, action="settlement_reject", target=settlement.payment, reason=note)
