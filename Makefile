@@ -7,7 +7,7 @@ BENCH_ARGS ?= --own-redis
 VOLUME_ARGS ?= --own-redis
 TRAFFIC ?= 1
 
-.PHONY: run test lint format bench bench-volume chaos migrations-check clean
+.PHONY: run test lint typecheck format bench bench-volume chaos migrations-check clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -52,6 +52,12 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
+
+# mypy with django-stubs over the app packages (configuration and the list in pyproject.toml;
+# tests and bench are not checked). Every service must be fully typed.
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .

@@ -25,7 +25,7 @@ from django_rq.models import Dashboard
 from django_rq.settings import get_queues_map
 
 from backoffice.admin_actions import ObjectButtons, confirm_with_reason
-from backoffice.admin_base import PaydeskModelAdmin
+from backoffice.admin_base import PaydeskModelAdmin, fieldset_fields
 from backoffice.live import LiveStatus, live_status_html, register_live
 from backoffice.models import AuditEntry, Job, JobStatus
 from backoffice.progress import progress_rate
@@ -317,9 +317,7 @@ class JobAdmin(ObjectButtons, JobColumns, ReadOnlyAdminMixin, PaydeskModelAdmin)
     progress_fieldset = ("Progress", {"fields": ["progress_display", "outcomes_display"]})
     # Only for jobs that wrote a file (a large export), once it is written.
     download_fieldset = ("File", {"fields": ["download_display"]})
-    readonly_fields = [
-        name for _, options in [*fieldsets, progress_fieldset, download_fieldset] for name in options["fields"]
-    ]
+    readonly_fields = fieldset_fields([*fieldsets, progress_fieldset, download_fieldset])
 
     class Media:
         css = {"all": ["backoffice/jobs.css"]}
@@ -357,7 +355,8 @@ class JobAdmin(ObjectButtons, JobColumns, ReadOnlyAdminMixin, PaydeskModelAdmin)
         if not job.content_type_id or not job.object_id:
             return job.object_id or "-"
         target = job.concerns
-        text = str(target) if target is not None else f"{job.content_type.model} {job.object_id} (deleted)"
+        model = ContentType.objects.get_for_id(job.content_type_id).model  # cached: no query
+        text = str(target) if target is not None else f"{model} {job.object_id} (deleted)"
         return admin_object_link(job.content_type_id, job.object_id, text)
 
     @admin.display(description="last error")
@@ -463,8 +462,15 @@ class AuditEntryAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_select_related = ["actor", "content_type"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-    fields = ["created_at", "actor", "action", "target_link", "object_repr", "reason", "details_display"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "created_at",
+        "actor",
+        "action",
+        "target_link",
+        "object_repr",
+        "reason",
+        "details_display",
+    )
 
     @admin.display(description="object")
     def target_link(self, entry: AuditEntry) -> str:

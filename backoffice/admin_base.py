@@ -10,6 +10,9 @@ Subclass it instead of `admin.ModelAdmin`. A custom `FieldListFilter` that reads
 parameters names them in `extra_lookups`.
 """
 
+from collections.abc import Iterable
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin import filters as admin_filters
 from django.contrib.admin import widgets
@@ -20,9 +23,15 @@ from django.core.exceptions import SuspiciousOperation
 from backoffice.paging import CappedPaginator
 
 
+def fieldset_fields(fieldsets: Iterable[Any]) -> list[str]:
+    """Every field the fieldsets name, in order: the read-only fields of a page that edits none."""
+    return [name for _, options in fieldsets for name in options["fields"]]
+
+
 def _field_list_filter_class(field) -> type:
     """The FieldListFilter Django picks for a field named alone in list_filter."""
-    for test, list_filter_class in admin_filters.FieldListFilter._field_list_filters:
+    # Django's own registry of field filters (private, so not in django-stubs).
+    for test, list_filter_class in admin_filters.FieldListFilter._field_list_filters:  # type: ignore[attr-defined]
         if test(field):
             return list_filter_class
     return admin_filters.FieldListFilter
@@ -31,7 +40,7 @@ def _field_list_filter_class(field) -> type:
 def filter_parameters(model, list_filter_item) -> set[str]:
     """The query-string parameters one `list_filter` entry reads (what Django's filters emit)."""
     if isinstance(list_filter_item, type) and issubclass(list_filter_item, admin_filters.SimpleListFilter):
-        return {list_filter_item.parameter_name}
+        return {str(list_filter_item.parameter_name)}  # Django refuses a SimpleListFilter without one
     if isinstance(list_filter_item, (list, tuple)):
         path, list_filter_class = list_filter_item
     else:
@@ -39,7 +48,7 @@ def filter_parameters(model, list_filter_item) -> set[str]:
     field = get_fields_from_path(model, path)[-1]
     list_filter_class = list_filter_class or _field_list_filter_class(field)
     if issubclass(list_filter_class, admin_filters.RelatedFieldListFilter):
-        return {f"{path}__{field.target_field.name}__exact", f"{path}__isnull"}
+        return {f"{path}__{field.target_field.name}__exact", f"{path}__isnull"}  # type: ignore[attr-defined]
     if issubclass(list_filter_class, admin_filters.DateFieldListFilter):
         return {f"{path}__gte", f"{path}__lt", f"{path}__isnull"}
     if issubclass(list_filter_class, admin_filters.AllValuesFieldListFilter):

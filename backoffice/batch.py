@@ -27,10 +27,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
+from typing import cast
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
+from django.db.models import JSONField, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from redis.exceptions import RedisError
@@ -86,7 +87,7 @@ def _claim_more(*, func: str, queue: str, limit: int) -> list[Job]:
             pk=pk,
             func=func,
             queue=queue,
-            kwargs=fields["kwargs"].from_db_value(kwargs, None, connection),
+            kwargs=cast(JSONField, fields["kwargs"]).from_db_value(kwargs, None, connection),  # type: ignore[arg-type]  # a raw column
             attempts=attempts,
             max_attempts=max_attempts,
         )
@@ -194,8 +195,8 @@ class _Batch:
         succeeded = sorted(
             ((job, _json_safe(done.result)) for job, done in outcomes if done.error is None), key=lambda o: repr(o[1])
         )
-        for _, group in groupby(succeeded, key=lambda o: repr(o[1])):
-            group = list(group)
+        for _, same_result in groupby(succeeded, key=lambda o: repr(o[1])):
+            group = list(same_result)
             mine = Q()
             for job, _ in group:
                 mine |= Q(pk=job.pk, attempts=job.attempts)

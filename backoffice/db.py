@@ -7,6 +7,7 @@ field's default (`auto_now`/`auto_now_add` fields: now), exactly as `Model()` wo
 """
 
 import json
+from typing import Any
 
 from django.db import connection
 from django.db.models import AutoField, BigAutoField, JSONField, Model, SmallAutoField
@@ -27,7 +28,10 @@ def insert_rows(model: type[Model], *, each: dict[str, list], same: dict | None 
         return []
     now = timezone.now()
     pk = model._meta.pk
-    columns, selects, arrays, params = [], [], [], []
+    columns: list[str] = []
+    selects: list[str] = []
+    arrays: list[tuple[str, list[Any]]] = []
+    params: list[Any] = []
     unknown = set(each) | set(same)
     for field in model._meta.concrete_fields:
         name = field.attname

@@ -7,7 +7,7 @@ import logging
 import structlog
 import structlog.tracebacks
 
-SHARED_PROCESSORS = [
+SHARED_PROCESSORS: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,

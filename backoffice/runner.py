@@ -9,12 +9,13 @@ import time
 import traceback as tb
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any, cast
 
 import structlog
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
-from django.db.models import F
+from django.db.models import F, JSONField
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -170,7 +171,7 @@ def _claim(job_id: str) -> Job | None:
     if row is None:
         return None
     func, kwargs, attempts, max_attempts, queue = row
-    kwargs = fields["kwargs"].from_db_value(kwargs, None, connection)
+    kwargs = cast(JSONField, fields["kwargs"]).from_db_value(kwargs, None, connection)  # type: ignore[arg-type]  # a raw column
     return Job(pk=pk, func=func, kwargs=kwargs, attempts=attempts, max_attempts=max_attempts, queue=queue)
 
 
@@ -278,7 +279,7 @@ def _run_job(job_id: str, deadline: float) -> dict:
             result = import_string(job.func)(**job.kwargs)
     except Exception as error:
         finished = timezone.now()
-        fields = {
+        fields: dict[str, Any] = {
             "finished_at": finished,
             "last_error": f"{type(error).__name__}: {error}"[:2000],
             "traceback": tb.format_exc()[-8000:],

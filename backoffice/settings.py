@@ -493,7 +493,7 @@ def _check_refund_thresholds(thresholds: dict, name: str = "PAYMENTS_REFUND_APPR
             value = Decimal(str(amount))
         except InvalidOperation:
             value = None
-        if value is None or not value.is_finite() or value < 0 or value.as_tuple().exponent < -exponent:
+        if value is None or not value.is_finite() or value < 0 or -int(value.as_tuple().exponent) > exponent:
             raise ImproperlyConfigured(f"{name}: {code}={amount!r} is not an amount in major units.")
 
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import groupby
+from typing import cast
 
 from django.conf import settings
 from django.db import transaction
@@ -165,7 +166,7 @@ def _repush_lost_queued(report: SweepReport) -> None:
                 status is None
                 or status in RQ_GONE
                 or status == TAKEN_BUT_NOT_STARTED
-                or (status == RQStatus.STARTED and queued_at < started_before)
+                or (status == RQStatus.STARTED and queued_at is not None and queued_at < started_before)
             )
             if not lost:
                 continue
@@ -223,7 +224,9 @@ def _rq_view(rows) -> dict:
         # A queue list is first in, first out: a job RQ enqueued before the job at the head
         # of its list is no longer in it, unless two pushers' clocks or timing disagree.
         # LPOS settles those few; nothing here scans the list for the jobs that wait in it.
-        head_enqueued_at = redis.hget(RQJob.key_for(head.decode()), "enqueued_at") if head is not None else None
+        head_enqueued_at = (
+            cast(bytes | None, redis.hget(RQJob.key_for(head.decode()), "enqueued_at")) if head is not None else None
+        )
         suspects = [
             pk for pk, enqueued_at in waiting.items() if head_enqueued_at is None or enqueued_at < head_enqueued_at
         ]

@@ -71,8 +71,7 @@ class EntryInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Entry
     extra = 0
     can_delete = False
-    fields = ["account", "amount", "balance_after"]
-    readonly_fields = fields
+    fields = readonly_fields = ("account", "amount", "balance_after")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("account__merchant")
@@ -164,8 +163,7 @@ class PayoutEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = PayoutEvent
     extra = 0
     can_delete = False
-    fields = ["created_at", "from_status", "to_status", "actor", "actor_label", "reason"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "from_status", "to_status", "actor", "actor_label", "reason")
 
 
 class PayoutRequestForm(forms.Form):

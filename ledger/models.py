@@ -72,7 +72,7 @@ class Account(models.Model):
         permissions = [("run_drift_check", "Can run the ledger drift check")]
 
     def __str__(self) -> str:
-        owner = self.merchant.name if self.merchant_id else "Platform"
+        owner = self.merchant.name if self.merchant is not None else "Platform"
         return f"{owner} · {self.get_kind_display()} · {self.currency}"
 
     @property
@@ -194,7 +194,7 @@ class Price(models.Model):
         ]
 
     def __str__(self) -> str:
-        owner = self.merchant.name if self.merchant_id else "Default"
+        owner = self.merchant.name if self.merchant is not None else "Default"
         return f"{owner} {self.currency}: {self.rate_bps / 100:.2f} % + {format_minor(self.fixed_minor, self.currency)}"
 
 

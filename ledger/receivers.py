@@ -4,7 +4,11 @@ Payments never imports the ledger. Also hooked here: the fee and net section of 
 payment page (ledger.portal.views), and the fee column of the payments exports
 (payments.exports)."""
 
+from collections.abc import Callable
+from typing import Any
+
 from django.db.models import OuterRef, Subquery
+from django.dispatch import Signal
 
 from ledger import services
 from ledger.models import CapturedFunds
@@ -33,7 +37,7 @@ def refund_status_changed_post(sender, *, refund, event, from_status, to_status,
         services.refund_release_post(refund=refund)
 
 
-HOOKS = [
+HOOKS: list[tuple[Signal, Callable[..., Any], str]] = [
     (payment_status_changed, payment_status_changed_post, "ledger.payment_status_changed"),
     (refund_status_changed, refund_status_changed_post, "ledger.refund_status_changed"),
     (payment_page_sections, payment_fee_section, "ledger.portal.views.payment_fee_section"),

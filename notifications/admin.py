@@ -186,7 +186,7 @@ class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     verbose_name_plural = "tries"
-    fields = [
+    fields = readonly_fields = (
         "number",
         "started_at",
         "succeeded",
@@ -195,8 +195,7 @@ class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
         "error",
         "response_excerpt",
         "destination",
-    ]
-    readonly_fields = fields
+    )
 
 
 @admin.register(Notification)
@@ -220,7 +219,7 @@ class NotificationAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     show_full_result_count = False
     actions = ["resend"]
     inlines = [DeliveryAttemptInline, JobInline]
-    fields = [
+    fields = readonly_fields = (
         "event_id",
         "event_type",
         "status",
@@ -238,8 +237,7 @@ class NotificationAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
         "created_at",
         "updated_at",
         "payload_display",
-    ]
-    readonly_fields = fields
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("attempts")
@@ -255,10 +253,11 @@ class NotificationAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
 
     @admin.display(description="payment")
     def payment_link(self, notification: Notification) -> str:
-        if not notification.payment_id:
+        payment = notification.payment
+        if payment is None:
             return "-"
-        url = reverse("admin:payments_payment_change", args=[notification.payment_id])
-        return format_html('<a href="{}">{}</a>', url, notification.payment.public_id)
+        url = reverse("admin:payments_payment_change", args=[payment.pk])
+        return format_html('<a href="{}">{}</a>', url, payment.public_id)
 
     @admin.display(description="payload")
     def payload_display(self, notification: Notification) -> str:
@@ -294,8 +293,16 @@ class PaymentNotificationInline(ReadOnlyAdminMixin, admin.TabularInline):
     show_change_link = True
     ordering = ["-created_at", "-id"]
     verbose_name_plural = "notifications"
-    fields = ["event_type", "channel", "destination", "status", "tries", "last_error", "next_attempt_at", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "event_type",
+        "channel",
+        "destination",
+        "status",
+        "tries",
+        "last_error",
+        "next_attempt_at",
+        "created_at",
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("attempts")

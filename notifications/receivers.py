@@ -4,6 +4,11 @@ Also hooked here, from NotificationsConfig.ready(): the merchant portal's seams 
 webhooks on the dashboard, a payment's notifications on its page), drawn in notifications.portal.views.
 """
 
+from collections.abc import Callable
+from typing import Any
+
+from django.dispatch import Signal
+
 from ledger.signals import payout_status_changed
 from notifications.delivery import notifications_create_for_event
 from notifications.events import (
@@ -55,7 +60,7 @@ def payout_status_changed_notify(sender, *, payout, event, from_status, to_statu
 
 
 # (signal, receiver, dispatch_uid): one line per hooked signal.
-HOOKS = [
+HOOKS: list[tuple[Signal, Callable[..., Any], str]] = [
     (payment_status_changed, payment_status_changed_notify, "notifications.payment_status_changed"),
     (refund_status_changed, refund_status_changed_notify, "notifications.refund_status_changed"),
     (payout_status_changed, payout_status_changed_notify, "notifications.payout_status_changed"),

@@ -301,12 +301,12 @@ def webhook_post_rollback_unsafe(*, url: str, body: bytes, headers: dict[str, st
             )
             with response:
                 excerpt = _read_excerpt(response, deadline=started + 2 * timeout)
-                error = ""
+                problem = ""
                 if 300 <= response.status_code < 400:
-                    error = "redirect not followed: only a 2xx answer counts as delivered"
+                    problem = "redirect not followed: only a 2xx answer counts as delivered"
                 elif not 200 <= response.status_code < 300:
-                    error = f"HTTP {response.status_code}"
-                return outcome(error=error, http_status=response.status_code, response_excerpt=excerpt)
+                    problem = f"HTTP {response.status_code}"
+                return outcome(error=problem, http_status=response.status_code, response_excerpt=excerpt)
     except UnsafeAddressError as error:
         return outcome(error=f"refused: {error}")
     except InvalidIPAddress as error:

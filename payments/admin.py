@@ -1,6 +1,8 @@
 """Admin of payments: presentation plus thin actions. Status and every field are read-only;
 adding goes through payments.services.payment_create; actions call one service per payment."""
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -17,7 +19,7 @@ from django.utils.html import format_html
 
 from backoffice.admin import JobColumns, ReadOnlyAdminMixin, job_admin_link, may_use_rq_dashboard
 from backoffice.admin_actions import ObjectButtons, confirm_with_form, confirm_with_reason
-from backoffice.admin_base import PaydeskModelAdmin, refuse_nul_bytes
+from backoffice.admin_base import PaydeskModelAdmin, fieldset_fields, refuse_nul_bytes
 from backoffice.live import LiveStatus, live_status_html, register_live
 from backoffice.models import AuditEntry, Job
 from payments.admin_forms import (
@@ -98,7 +100,7 @@ class ReadOnlyInline(ReadOnlyAdminMixin):
 
 class AttemptInline(ReadOnlyInline, admin.TabularInline):
     model = PaymentAttempt
-    fields = [
+    fields = readonly_fields = (
         "number",
         "outcome",
         "gateway_reference",
@@ -109,8 +111,7 @@ class AttemptInline(ReadOnlyInline, admin.TabularInline):
         "idempotency_key",
         "created_at",
         "completed_at",
-    ]
-    readonly_fields = fields
+    )
 
     def get_queryset(self, request):
         # Each row prints str(attempt), which names the payment.
@@ -120,8 +121,7 @@ class AttemptInline(ReadOnlyInline, admin.TabularInline):
 class EventInline(ReadOnlyInline, admin.TabularInline):
     model = PaymentEvent
     verbose_name_plural = "history"
-    fields = ["created_at", "from_status", "to_status", "by", "reason"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "from_status", "to_status", "by", "reason")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("payment", "actor")
@@ -134,7 +134,7 @@ class EventInline(ReadOnlyInline, admin.TabularInline):
 class JobInline(JobColumns, ReadOnlyInline, GenericTabularInline):
     model = Job
     ordering = ["-created_at"]
-    fields = [
+    fields = readonly_fields = (
         "job",
         "function",
         "status_live",
@@ -145,8 +145,7 @@ class JobInline(JobColumns, ReadOnlyInline, GenericTabularInline):
         "finished_at",
         "duration",
         "rq_link",
-    ]
-    readonly_fields = fields
+    )
 
     def get_fields(self, request, obj=None):
         if may_use_rq_dashboard(request.user):
@@ -162,8 +161,7 @@ class AuditInline(ReadOnlyInline, GenericTabularInline):
     model = AuditEntry
     ordering = ["-created_at"]
     verbose_name_plural = "staff actions"
-    fields = ["created_at", "actor", "action", "reason"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "actor", "action", "reason")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("actor")
@@ -171,8 +169,16 @@ class AuditInline(ReadOnlyInline, GenericTabularInline):
 
 class RefundInline(ReadOnlyInline, admin.TabularInline):
     model = Refund
-    fields = ["refund", "amount", "status", "requested_by", "approved_by", "rejected_by", "decision_note", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "refund",
+        "amount",
+        "status",
+        "requested_by",
+        "approved_by",
+        "rejected_by",
+        "decision_note",
+        "created_at",
+    )
     ordering = ["-created_at"]
 
     def get_queryset(self, request):
@@ -195,8 +201,15 @@ class RefundInline(ReadOnlyInline, admin.TabularInline):
 class SettlementInline(ReadOnlyInline, admin.TabularInline):
     model = SettlementRequest
     verbose_name_plural = "manual settlement requests"
-    fields = ["settle_as", "status", "reason", "requested_by", "decided_by", "decision_note", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "settle_as",
+        "status",
+        "reason",
+        "requested_by",
+        "decided_by",
+        "decision_note",
+        "created_at",
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("requested_by", "decided_by")
@@ -295,7 +308,15 @@ register_live("payment", read=_read_live(Payment, payment_live), permission="pay
 register_live("refund", read=_read_live(Refund, refund_live), permission="payments.view_refund")
 
 
-class ExportMixin:
+# For the type checker the mixin is a ModelAdmin (it uses the admin's methods); at run time a
+# plain class, so the admins' bases keep their order.
+if TYPE_CHECKING:
+    _AdminBase = admin.ModelAdmin
+else:
+    _AdminBase = object
+
+
+class ExportMixin(_AdminBase):
     """ "Export CSV" and "Export XLSX" on a list: the rows the list shows with its current
     filters and search (the same ChangeList, so the same lookup restrictions). Up to
     EXPORT_JOB_THRESHOLD rows they are streamed in the answer; above, a confirmation page
@@ -416,7 +437,7 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
         ("Order", {"fields": ["merchant_reference", "customer_email", "description", "payment_method"]}),
         ("Record", {"fields": ["idempotency_key", "created_by", "created_at", "updated_at"]}),
     ]
-    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    readonly_fields = fieldset_fields(fieldsets)
     inlines = [AttemptInline, EventInline, RefundInline, SettlementInline, JobInline, AuditInline]
     add_fieldsets = [
         (None, {"fields": ["merchant", "amount", "currency", "payment_method"]}),
@@ -667,8 +688,7 @@ class AwaitingMyApprovalFilter(admin.SimpleListFilter):
 class RefundEventInline(ReadOnlyInline, admin.TabularInline):
     model = RefundEvent
     verbose_name_plural = "history"
-    fields = ["created_at", "from_status", "to_status", "by", "reason"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "from_status", "to_status", "by", "reason")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("refund", "actor")
@@ -709,7 +729,7 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
     large_list = True
     show_full_result_count = False
     actions = ["approve", "reject"]
-    fields = [
+    fields = readonly_fields = (
         "public_id",
         "payment_link",
         "amount",
@@ -727,8 +747,7 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
         "completed_at",
         "created_at",
         "jobs",
-    ]
-    readonly_fields = fields
+    )
     inlines = [RefundEventInline]
 
     class Media:
@@ -847,7 +866,7 @@ class SettlementRequestAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmi
     list_filter = [AwaitingMyApprovalFilter, "status", "settle_as"]
     search_fields = ["payment__public_id"]
     actions = ["approve", "reject"]
-    fields = [
+    fields = readonly_fields = (
         "payment_link",
         "settle_as",
         "status",
@@ -858,8 +877,7 @@ class SettlementRequestAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmi
         "decision_note",
         "created_at",
         "decided_at",
-    ]
-    readonly_fields = fields
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("payment", "requested_by", "decided_by")

@@ -9,6 +9,7 @@ bad payment fails only its own Job."""
 import logging
 from collections import Counter, defaultdict
 from concurrent.futures import Future
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -35,8 +36,9 @@ class PaymentBatch:
         self.max_in_flight = settings.PAYMENTS_BATCH_IN_FLIGHT
         self.gateway = get_gateway()
 
-    def start(self, kwargs_list: list[dict]) -> list:
+    def start(self, kwargs_list: list[dict]) -> list[Call | Done]:
         payment_ids = [kwargs["payment_id"] for kwargs in kwargs_list]
+        errors: dict[int, Exception]
         try:
             attempts = payments_processing_start(payment_ids=payment_ids)
             errors = {}
@@ -48,7 +50,8 @@ class PaymentBatch:
                     attempts[payment_id] = payment_processing_start(payment_id=payment_id)
                 except Exception as error:
                     errors[payment_id] = error
-        started, seen = [], set()
+        started: list[Call | Done] = []
+        seen: set[int] = set()
         for payment_id in payment_ids:
             attempt = attempts.get(payment_id)
             if payment_id in errors:
@@ -62,8 +65,9 @@ class PaymentBatch:
 
     def finish(self, answers: list[tuple[int, object]]) -> list[Done]:
         results = [(attempt_id, answer) for attempt_id, answer in answers if isinstance(answer, ChargeResult)]
+        applied: dict[int, Any]  # a Payment, or what applying its answer raised
         try:
-            applied = payments_charge_results_apply(results=results)
+            applied = dict(payments_charge_results_apply(results=results))
         except Exception:
             logger.exception("bulk apply of %s answers failed; applying them one by one", len(results))
             applied = {}

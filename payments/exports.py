@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from django.db.models import BigIntegerField, CharField, Expression, F, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import BigIntegerField, CharField, F, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.expressions import BaseExpression
 from django.db.models.functions import Coalesce
 from django.http import FileResponse, StreamingHttpResponse
 from openpyxl import Workbook
@@ -118,16 +119,16 @@ def merchant_columns(columns: list[Column]) -> list[Column]:
     return [column for column in columns if not column.staff_only]
 
 
-_payment_fee_expressions: list[Callable[[], Expression]] = []
+_payment_fee_expressions: list[Callable[[], BaseExpression]] = []
 
 
-def register_payment_fee(expression: Callable[[], Expression]) -> None:
+def register_payment_fee(expression: Callable[[], BaseExpression]) -> None:
     """The ledger tells how to read a payment's fee in minor units (NULL when it has none)."""
     if expression not in _payment_fee_expressions:
         _payment_fee_expressions.append(expression)
 
 
-def _payment_fee() -> Expression:
+def _payment_fee() -> BaseExpression:
     if not _payment_fee_expressions:
         return Value(None, output_field=BigIntegerField())
     return _payment_fee_expressions[-1]()

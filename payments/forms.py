@@ -28,8 +28,9 @@ class PaymentForm(ServiceForm):
     service_fields = {"amount_minor": "amount", "idempotency_key": None}
 
     amount = forms.CharField(max_length=30, help_text="In the currency's major unit: 12.34 EUR, 1200 JPY, 1.234 KWD.")
-    currency = forms.CharField(min_length=3, max_length=3, help_text="ISO 4217 code, such as EUR.")
-    payment_method = forms.CharField(
+    # Typed as any field: the portal's form offers lists of choices instead.
+    currency: forms.Field = forms.CharField(min_length=3, max_length=3, help_text="ISO 4217 code, such as EUR.")
+    payment_method: forms.Field = forms.CharField(
         label="Payment method token",
         max_length=64,
         widget=TokenInput,

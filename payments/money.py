@@ -55,7 +55,7 @@ def parse_major_amount(text: str, currency: str) -> int:
     if not AMOUNT_PATTERN.match(cleaned):
         raise ValidationError("Enter an amount such as 12.34.", code="invalid_amount")
     value = Decimal(cleaned)
-    if value.as_tuple().exponent < -exponent:
+    if len(cleaned.partition(".")[2]) > exponent:  # the digits after the point, zeros included
         raise ValidationError(
             "%(currency)s has %(exponent)s decimal places; %(amount)s has more.",
             code="too_many_decimals",

@@ -146,8 +146,8 @@ def report_lines(store: Store, day: str, lies: dict[str, int], seed: str) -> tup
         line = next(unused, None)
         if line is None:
             break
-        true, line.currency = line.currency, OTHER_CURRENCY.get(line.currency, "EUR")
-        planted("currency", line, "currency", true, line.currency)
+        true_currency, line.currency = line.currency, OTHER_CURRENCY.get(line.currency, "EUR")
+        planted("currency", line, "currency", true_currency, line.currency)
     for _ in range(lies.get("fee", 0)):
         line = next(unused, None)
         fee = fees.get(line.processor_reference) if line else None

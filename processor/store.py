@@ -97,7 +97,7 @@ class Store:
 
     def get(self, idempotency_key: str) -> Operation | None:
         row = self.db.execute("SELECT * FROM operations WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
-        return _operation(row)
+        return None if row is None else _operation(row)
 
     def by_prefix(self, prefix: str) -> list[Operation]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -111,7 +111,7 @@ class Store:
         row = self.db.execute(
             "SELECT * FROM operations WHERE reference = ? AND kind = 'charge'", (reference,)
         ).fetchone()
-        return _operation(row)
+        return None if row is None else _operation(row)
 
     def refunded_minor(self, charge_reference: str, *, except_key: str) -> int:
         row = self.db.execute(
@@ -153,7 +153,10 @@ class Store:
                 now.strftime("%Y-%m-%d"),
             ),
         )
-        return self.get(idempotency_key)
+        stored = self.get(idempotency_key)
+        if stored is None:  # the INSERT above, or an earlier one under the key, put it there
+            raise RuntimeError(f"operation {idempotency_key} was not stored")
+        return stored
 
     def mark_once(self, name: str) -> bool:
         """True the first time a marker is set (a one-off behaviour under a key)."""
@@ -164,9 +167,7 @@ class Store:
         return [_operation(row) for row in rows]
 
 
-def _operation(row) -> Operation | None:
-    if row is None:
-        return None
+def _operation(row: sqlite3.Row) -> Operation:
     values = dict(row)
     values["approved"] = bool(values["approved"])
     return Operation(**values)

@@ -305,12 +305,11 @@ class DiscrepancyAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_select_related = ["merchant", "line"]
     show_full_result_count = False
     actions = ["accept", "request_settlement"]
-    fields = [
+    fields = readonly_fields = (
         "kind", "status", "processor", "day", "line_link", "payment_link", "refund_link", "merchant",
         "amount_display", "expected_amount_minor", "detail", "resolution", "resolution_reason", "resolved_by",
         "resolved_at", "settlement_request", "adjustments_list", "resolve_links", "created_at", "updated_at",
-    ]  # fmt: skip
-    readonly_fields = fields
+    )  # fmt: skip
 
     def has_resolve_permission(self, request):
         return request.user.has_perm("reconciliation.resolve_discrepancy")
@@ -321,10 +320,11 @@ class DiscrepancyAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
 
     @admin.display(description="report line")
     def line_link(self, entry: Discrepancy) -> str:
-        if entry.line_id is None:
+        line = entry.line
+        if line is None:
             return "-"
-        url = reverse("admin:reconciliation_settlementline_change", args=[entry.line_id])
-        return format_html('<a href="{}">{}</a>', url, entry.line.line_id)
+        url = reverse("admin:reconciliation_settlementline_change", args=[line.pk])
+        return format_html('<a href="{}">{}</a>', url, line.line_id)
 
     @admin.display(description="payment")
     def payment_link(self, entry: Discrepancy) -> str:
@@ -561,12 +561,11 @@ class SettlementLineAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_filter = ["outcome", "line_type", "processor", "day"]
     search_fields = ["=line_id", "=processor_reference", "=idempotency_key", "=charge_reference"]
     show_full_result_count = False
-    fields = [
+    fields = readonly_fields = (
         "file", "processor", "line_id", "occurrence", "line_number", "line_type", "processor_reference",
         "idempotency_key", "charge_reference", "amount_display", "currency", "occurred_at", "day", "outcome",
         "note", "expected_amount_minor", "payment_attempt", "refund", "linked_by_hand", "matched_at",
-    ]  # fmt: skip
-    readonly_fields = fields
+    )  # fmt: skip
 
     @admin.display(description="amount", ordering="amount_minor")
     def amount_display(self, line: SettlementLine) -> str:
@@ -577,8 +576,15 @@ class SettlementLineAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
 class MatchingRunAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
     list_display = ["day", "processor", "job_status", "requested_by", "created_at", "finished_at", "summary"]
     list_filter = ["processor"]
-    fields = ["processor", "day", "job_status", "requested_by", "created_at", "finished_at", "summary"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "processor",
+        "day",
+        "job_status",
+        "requested_by",
+        "created_at",
+        "finished_at",
+        "summary",
+    )
     list_select_related = ["job", "requested_by"]
 
     @admin.display(description="job")

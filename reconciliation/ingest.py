@@ -11,7 +11,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import BinaryIO
+from typing import IO
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -46,7 +46,7 @@ class IngestResult:
     created: bool  # False: this exact file was ingested before and nothing changed
 
 
-def file_sha256(stream: BinaryIO) -> tuple[str, int]:
+def file_sha256(stream: IO[bytes]) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     stream.seek(0)
     while chunk := stream.read(READ_CHUNK):
@@ -89,7 +89,7 @@ class _Validator:
             self._currencies[code] = known
         return known
 
-    def _decoded(self, stream: BinaryIO) -> Iterator[str]:
+    def _decoded(self, stream: IO[bytes]) -> Iterator[str]:
         # Line by line, so a byte that is not UTF-8 is reported on its own line.
         for number, raw in enumerate(stream, start=1):
             try:
@@ -99,7 +99,7 @@ class _Validator:
                 return
             yield text.removeprefix("\ufeff") if number == 1 else text
 
-    def rows_for_copy(self, stream: BinaryIO) -> Iterator[str]:
+    def rows_for_copy(self, stream: IO[bytes]) -> Iterator[str]:
         reader = csv.reader(self._decoded(stream))
         try:
             header = next(reader, None)
@@ -150,7 +150,7 @@ class _Validator:
         for name in ("line_id", "processor_reference", "idempotency_key", "charge_reference"):
             if len(values[name]) > MAX_TEXT:
                 problems.append(f"{self.fmt.columns[name]} longer than {MAX_TEXT} characters")
-        for name in self.fmt.required.get(line_type, ()):
+        for name in self.fmt.required.get(line_type or "", ()):
             if not values[name]:
                 problems.append(f"a {line_type} line needs {self.fmt.columns[name]}")
         amount = values["amount_minor"]
@@ -168,7 +168,7 @@ class _Validator:
                 self.day = occurred_at.date()
             elif occurred_at.date() != self.day:
                 problems.append(f"occurred on {occurred_at.date()}, not on the report's day {self.day}")
-        if problems:
+        if problems or occurred_at is None:  # (no time: a problem says why)
             self.error(line_number, "; ".join(problems))
             return None
         fields = [line_number, values["line_id"], line_type, values["processor_reference"], values["idempotency_key"]]
@@ -228,7 +228,7 @@ ON CONFLICT ON CONSTRAINT settlement_line_once_per_processor DO NOTHING
 
 def settlement_file_ingest(
     *,
-    stream: BinaryIO,
+    stream: IO[bytes],
     processor: str,
     source: str,
     filename: str = "",

@@ -1,13 +1,13 @@
 """Reads shared by the admin pages and the CSV: the daily report of a processor day."""
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from django.db import connection
 from django.db.models import Count, Sum
 
 from reconciliation.matching import ATTEMPTS_UNREPORTED, REFUNDS_UNREPORTED, day_bounds, missing_is_overdue
-from reconciliation.models import Discrepancy, LineOutcome, MatchingRun, SettlementFile, SettlementLine
+from reconciliation.models import Discrepancy, DiscrepancyKind, LineOutcome, MatchingRun, SettlementFile, SettlementLine
 
 OURS_SQL = """
 SELECT 'charge', p.currency, count(*), COALESCE(sum(p.amount_minor), 0)
@@ -72,7 +72,7 @@ def day_report(*, processor: str, day: date) -> DayReport:
             )
         )  # fmt: skip
     start, end = day_bounds(day)
-    params = {"processor": processor, "start": start, "end": end}
+    params: dict[str, str | datetime] = {"processor": processor, "start": start, "end": end}
     with connection.cursor() as cursor:
         cursor.execute(OURS_SQL, params)
         for line_type, currency, count, amount in cursor.fetchall():
@@ -87,7 +87,7 @@ def day_report(*, processor: str, day: date) -> DayReport:
         .annotate(count=Count("id"), amount=Sum("amount_minor"))
         .order_by("kind", "status", "currency")
     )
-    kinds = dict(Discrepancy._meta.get_field("kind").choices)
+    kinds = dict(DiscrepancyKind.choices)
     for row in entries:
         report.rows.append(
             ReportRow("exceptions", f"{kinds.get(row['kind'], row['kind'])} ({row['status']})", "", row["currency"],
@@ -103,7 +103,7 @@ def processor_days(*, processor: str, limit: int = 60) -> list[dict]:
     days = list(
         SettlementFile.objects.filter(processor=processor)
         .values("day")
-        .annotate(files=Count("id"), lines=Sum("line_count"))
+        .annotate(files=Count("id"), line_total=Sum("line_count"))
         .order_by("-day")[:limit]
     )
     open_by_day = dict(

@@ -14,11 +14,17 @@ retries under a new key; it looks the key up, or retries under the same key.
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+
+if TYPE_CHECKING:  # for the annotations only: the code imports these where it first uses them
+    import asyncio
+
+    import aiohttp
 
 from payments.gateways.base import (
     ChargeRequest,
@@ -158,7 +164,7 @@ class AsyncProcessorClient:
 
     def __init__(self, *, max_connections: int | None = None):
         self.max_connections = max_connections or settings.PAYMENTS_PROCESSOR_MAX_CONNECTIONS
-        self.session = None
+        self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "AsyncProcessorClient":
         import aiohttp
@@ -174,11 +180,13 @@ class AsyncProcessorClient:
         )
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
-        await self.session.close()
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.session is not None:
+            await self.session.close()
 
     async def _call(self, method: str, path: str, *, key: str = "", body: dict | None = None, lookup: bool = False):
-
+        if self.session is None:
+            raise RuntimeError("AsyncProcessorClient is used inside `async with` only")
         aiohttp = self._aiohttp
         try:
             async with self.session.request(
@@ -215,10 +223,10 @@ class _CallLoop:
 
     def _reset(self) -> None:
         self.lock = threading.Lock()
-        self.loop = None
-        self.thread = None
-        self.client = None
-        self.client_settings = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.client: AsyncProcessorClient | None = None
+        self.client_settings: tuple | None = None
 
     def _client_settings(self) -> tuple:
         return (

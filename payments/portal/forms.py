@@ -4,12 +4,14 @@ No form saves a payment model."""
 
 import secrets
 from datetime import date, datetime, time, timedelta
+from typing import cast
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core import signing
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 from django.utils import timezone
 
 from backoffice.forms import ServiceForm
@@ -57,6 +59,13 @@ class MerchantPasswordResetForm(PasswordResetForm):
 
 
 # --- payments -------------------------------------------------------------------------------
+
+
+def _data_with(form: forms.Form, name: str, value: str) -> QueryDict:
+    """A copy of a bound form's submitted data (an immutable QueryDict) with one value replaced."""
+    data = cast(QueryDict, form.data).copy()
+    data[name] = value
+    return data
 
 
 def new_portal_idempotency_key() -> str:
@@ -112,8 +121,7 @@ class PortalPaymentForm(PaymentForm):
                 "This form was already used to create a payment with different details. "
                 "Check the details and submit again to create another payment.",
             )
-            self.data = self.data.copy()
-            self.data["idempotency_key"] = new_portal_idempotency_key()
+            self.data = _data_with(self, "idempotency_key", new_portal_idempotency_key())
             error = ValidationError({k: v for k, v in error.error_dict.items() if k != "idempotency_key"})
             if not error.error_dict:
                 return
@@ -143,7 +151,10 @@ class PaymentFilterForm(forms.Form):
         asked = self.data.get("currency", "") if self.is_bound else ""
         if CURRENCY_CODE.fullmatch(asked) and asked not in codes:
             codes.append(asked)
-        self.fields["currency"].choices = [("", "Any currency"), *((code, code) for code in codes)]
+        cast(forms.ChoiceField, self.fields["currency"]).choices = [
+            ("", "Any currency"),
+            *((code, code) for code in codes),
+        ]
 
     def clean(self):
         cleaned_data = super().clean()
@@ -231,8 +242,7 @@ class RefundForm(ServiceForm):
         return token["nonce"]
 
     def renew_submission_token(self) -> None:
-        self.data = self.data.copy()
-        self.data["submission_token"] = refund_submission_token(self.payment, self.user)
+        self.data = _data_with(self, "submission_token", refund_submission_token(self.payment, self.user))
 
     def add_service_error(self, error: ValidationError) -> None:
         if not hasattr(error, "error_dict") and error.code == "wrong_status":

@@ -6,6 +6,8 @@ notifications, so notifications connects receivers here:
   rendered from the receiver's own template (autoescaped there), or "".
 """
 
+from typing import cast
+
 from django.dispatch import Signal
 from django.utils.safestring import SafeString
 
@@ -19,7 +21,8 @@ payment_page_sections = Signal()
 def contributed_attention(*, merchant: Merchant, membership: Membership) -> list[AttentionItem]:
     items: list[AttentionItem] = []
     for _receiver, response in dashboard_attention.send(sender=Merchant, merchant=merchant, membership=membership):
-        items.extend(item for item in response or [] if item.count)
+        # django-stubs types a receiver's answer as a string; these receivers answer lists.
+        items.extend(item for item in cast(list[AttentionItem], response or []) if item.count)
     return items
 
 

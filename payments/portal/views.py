@@ -71,11 +71,11 @@ class MerchantLoginView(auth_views.LoginView):
     form_class = MerchantLoginForm
     template_name = "merchant/login.html"
     redirect_authenticated_user = False  # a staff session without a membership must see the form, not a loop
-    next_page = reverse_lazy("merchant:dashboard")
+    next_page = reverse_lazy("merchant:dashboard")  # type: ignore[assignment]  # lazy: a str once used
 
 
 class MerchantLogoutView(auth_views.LogoutView):
-    next_page = reverse_lazy("merchant:login")
+    next_page = reverse_lazy("merchant:login")  # type: ignore[assignment]  # lazy: a str once used
 
 
 class MerchantPasswordResetView(auth_views.PasswordResetView):

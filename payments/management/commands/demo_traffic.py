@@ -95,8 +95,8 @@ class Command(BaseCommand):
         return "pending without a job" if orphan else token
 
     def _one_refund(self, rng, finance) -> str:
-        payment = Payment.objects.filter(status=PaymentStatus.SUCCEEDED).order_by("-created_at")[:20]
-        payment = rng.choice(list(payment)) if payment else None
+        recent = Payment.objects.filter(status=PaymentStatus.SUCCEEDED).order_by("-created_at")[:20]
+        payment = rng.choice(list(recent)) if recent else None
         if payment is None:
             return "no refund (nothing captured yet)"
         if rng.random() < 0.5:
