@@ -1,7 +1,7 @@
 """Admin of payments: presentation plus thin actions. Status and every field are read-only;
 adding goes through payments.services.payment_create; actions call one service per payment."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -929,5 +929,5 @@ class MembershipAdmin(PaydeskModelAdmin):
 
 
 # The worker that writes a large staff export rebuilds the list through its admin.
-register_staff_list(Export.Kind.PAYMENTS, admin.site.get_model_admin(Payment).export_list_for)
-register_staff_list(Export.Kind.REFUNDS, admin.site.get_model_admin(Refund).export_list_for)
+register_staff_list(Export.Kind.PAYMENTS, cast(ExportMixin, admin.site.get_model_admin(Payment)).export_list_for)
+register_staff_list(Export.Kind.REFUNDS, cast(ExportMixin, admin.site.get_model_admin(Refund)).export_list_for)

@@ -278,7 +278,7 @@ class AdjustmentForm(ActionReasonForm):
             major = Decimal(text)
         except InvalidOperation:
             major = None
-        if major is None or not major.is_finite() or major <= 0 or major.as_tuple().exponent < -exponent:
+        if major is None or not major.is_finite() or major <= 0 or -int(major.as_tuple().exponent) > exponent:
             raise forms.ValidationError(
                 f"Give a positive amount in {self.currency} with at most {exponent} decimals.", code="amount"
             )
@@ -496,11 +496,10 @@ class AdjustmentRequestAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmi
     ]  # fmt: skip
     list_filter = [AwaitingMyApprovalFilter, "status", "needs_approval"]
     actions = ["approve", "reject"]
-    fields = [
+    fields = readonly_fields = (
         "discrepancy_link", "merchant", "amount_display", "reason", "status", "needs_approval", "requested_by",
         "decided_by", "decision_note", "ledger_link", "request_key", "created_at", "decided_at",
-    ]  # fmt: skip
-    readonly_fields = fields
+    )  # fmt: skip
 
     def get_queryset(self, request):
         return (

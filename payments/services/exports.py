@@ -9,14 +9,15 @@ rewritten, nothing else changes, so a duplicate run is harmless.
 
 import csv
 import os
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseBase
 from django.urls import reverse
 from django.utils import timezone
 from openpyxl import Workbook
@@ -58,7 +59,9 @@ def export_needs_job(queryset: QuerySet) -> bool:
     return queryset.order_by()[: threshold + 1].count() > threshold
 
 
-def export_request(*, kind: str, file_format: str, query: dict, requested_by, merchant: Merchant | None = None) -> Job:
+def export_request(
+    *, kind: str, file_format: str, query: dict, requested_by: User, merchant: Merchant | None = None
+) -> Job:
     """Write the Export and the Job that writes its file, in one transaction (audited for staff)."""
     with transaction.atomic():
         export = Export.objects.create(
@@ -89,7 +92,7 @@ def export_columns(export: Export) -> list[Column]:
 
 def export_rows_queryset(export: Export) -> QuerySet:
     """The list the export was asked from, with the same filters, read again in the worker."""
-    if export.merchant_id:
+    if export.merchant is not None:
         queryset = merchant_list(merchant=export.merchant, kind=export.kind, query=export.query)
     else:
         queryset = _staff_lists[export.kind](export.requested_by, export.query)
@@ -106,7 +109,7 @@ class _CsvFile:
         self.writer = csv.writer(self.file)
         self.writer.writerow(header)
 
-    def write_rows(self, rows) -> None:
+    def write_rows(self, rows: Iterable[list[str]]) -> None:
         self.writer.writerows(rows)
 
     def close(self) -> None:
@@ -122,7 +125,7 @@ class _XlsxFile:
         self.sheet = self.workbook.create_sheet(title="export")
         self.sheet.append(header)
 
-    def write_rows(self, rows) -> None:
+    def write_rows(self, rows: Iterable[list[str]]) -> None:
         for row in rows:
             self.sheet.append(row)
 
@@ -177,7 +180,7 @@ def export_download_url(export: Export) -> str:
     return reverse(f"admin:payments_{model_name}_export_file", args=[export.public_id])
 
 
-def export_file_response(export: Export) -> HttpResponse:
+def export_file_response(export: Export) -> HttpResponseBase:
     """The export's file as a download; 409 while it is being written, 410 once it expired."""
     if not export.is_ready:
         return HttpResponse("This export is still being written.\n", status=409, content_type="text/plain")
@@ -192,7 +195,7 @@ def export_file_response(export: Export) -> HttpResponse:
     return response
 
 
-def export_files_prune(*, now=None) -> int:
+def export_files_prune(*, now: datetime | None = None) -> int:
     """Remove the files of expired exports and their rows (an export that failed expires
     too); returns how many exports were removed. Safe to run from any process."""
     now = now or timezone.now()
