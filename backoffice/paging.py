@@ -8,8 +8,10 @@ payments costs an index range of 500 pages plus the look-ahead, not the table.
 """
 
 from functools import cached_property
+from typing import cast
 
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 
 LOOKAHEAD_PAGES = 10
 
@@ -28,6 +30,7 @@ class CappedPaginator(Paginator):
     def count(self) -> int:
         limit = (self.requested_page + self.lookahead_pages) * self.per_page
         # Without ordering PostgreSQL stops at the limit by whatever index or scan is cheapest.
-        counted = self.object_list.order_by()[: limit + 1].count()
+        rows = cast(QuerySet, self.object_list)  # a queryset: what these lists page through
+        counted = rows.order_by()[: limit + 1].count()
         self.capped = counted > limit
         return min(counted, limit)
