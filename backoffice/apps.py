@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class BackofficeConfig(AppConfig):
@@ -9,6 +10,7 @@ class BackofficeConfig(AppConfig):
     def ready(self):
         from backoffice import (
             home,
+            retention,
             sessions,  # noqa: F401  (connects the log-in receiver)
         )
         from backoffice.figures import job_figures_refresh
@@ -16,3 +18,8 @@ class BackofficeConfig(AppConfig):
 
         home.register()
         register_periodic(job_figures_refresh, interval_seconds=60, name="job_figures", kwargs={"hours": 2})
+        # Bounded growth: a few seconds of batched deletes per pass of the sweeper process.
+        retention.register()
+        register_periodic(
+            retention.retention_pass, interval_seconds=settings.RETENTION_INTERVAL_SECONDS, name="retention"
+        )

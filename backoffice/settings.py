@@ -405,7 +405,22 @@ RECONCILIATION_ADJUSTMENT_APPROVAL_THRESHOLD = env.dict(
     default={"EUR": "100", "USD": "110", "GBP": "90", "JPY": "16000", "KWD": "34", "default": "100"},
 )
 
+# Bounded growth (backoffice/retention.py, docs/operations.md "Retention"): how long rows are kept
+# once finished, and how a pass deletes them (batches of RETENTION_BATCH_SIZE rows, each its
+# own short transaction; the sweeper process spends at most RETENTION_PASS_SECONDS per pass,
+# every RETENTION_INTERVAL_SECONDS). Payments, events, audit entries and the ledger are kept.
+RETENTION_SUCCEEDED_JOBS_DAYS = env.int("RETENTION_SUCCEEDED_JOBS_DAYS", default=30)
+RETENTION_DELIVERED_NOTIFICATIONS_DAYS = env.int("RETENTION_DELIVERED_NOTIFICATIONS_DAYS", default=90)
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)
+RETENTION_PASS_SECONDS = env.float("RETENTION_PASS_SECONDS", default=5.0)
+RETENTION_INTERVAL_SECONDS = env.int("RETENTION_INTERVAL_SECONDS", default=600)
+
 for _name in (
+    "RETENTION_SUCCEEDED_JOBS_DAYS",
+    "RETENTION_DELIVERED_NOTIFICATIONS_DAYS",
+    "RETENTION_BATCH_SIZE",
+    "RETENTION_PASS_SECONDS",
+    "RETENTION_INTERVAL_SECONDS",
     "SESSION_STAFF_MAX_SECONDS",
     "SESSION_STAFF_IDLE_SECONDS",
     "SESSION_MERCHANT_MAX_SECONDS",
@@ -454,6 +469,16 @@ def _check_timings_together() -> None:
             f"JOBS_STALE_AFTER_SECONDS ({JOBS_STALE_AFTER_SECONDS}) must be at least "
             f"WEBHOOKS_TRY_IN_FLIGHT_SECONDS ({WEBHOOKS_TRY_IN_FLIGHT_SECONDS}): the retry of a delivery whose "
             "worker died would find its try still in flight and spend its attempts on it",
+        ),
+        (
+            RETENTION_PASS_SECONDS < RETENTION_INTERVAL_SECONDS,
+            f"RETENTION_PASS_SECONDS ({RETENTION_PASS_SECONDS}) must be shorter than "
+            f"RETENTION_INTERVAL_SECONDS ({RETENTION_INTERVAL_SECONDS}): the sweeper would do nothing else",
+        ),
+        (
+            RETENTION_DELIVERED_NOTIFICATIONS_DAYS * 86400 > sum(WEBHOOKS_RETRY_SCHEDULE_SECONDS),
+            f"RETENTION_DELIVERED_NOTIFICATIONS_DAYS ({RETENTION_DELIVERED_NOTIFICATIONS_DAYS}) must outlast "
+            "WEBHOOKS_RETRY_SCHEDULE_SECONDS: a merchant may ask about a delivery until its last retry",
         ),
         (
             JOBS_QUEUED_GRACE_SECONDS >= 0 and JOBS_PENDING_GRACE_SECONDS >= 0,
