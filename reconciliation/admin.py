@@ -4,7 +4,6 @@ with its resolutions, and the lines and matching runs read-only. Actions call se
 import csv
 import uuid
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from django import forms
@@ -24,7 +23,7 @@ from backoffice.admin_base import PaydeskModelAdmin
 from backoffice.progress import progress_rate
 from payments.admin import AwaitingMyApprovalFilter
 from payments.admin_forms import DecisionForm
-from payments.money import currency_exponent, format_minor
+from payments.money import format_minor, parse_major_amount
 from reconciliation.formats import FORMATS
 from reconciliation.ingest import ReportInvalid, settlement_file_ingest
 from reconciliation.models import (
@@ -272,17 +271,8 @@ class AdjustmentForm(ActionReasonForm):
         self.fields["request_key"].initial = uuid.uuid4().hex
 
     def clean_amount(self) -> int:
-        text = self.cleaned_data["amount"].strip().replace(",", "")
-        exponent = currency_exponent(self.currency)
-        try:
-            major = Decimal(text)
-        except InvalidOperation:
-            major = None
-        if major is None or not major.is_finite() or major <= 0 or -int(major.as_tuple().exponent) > exponent:
-            raise forms.ValidationError(
-                f"Give a positive amount in {self.currency} with at most {exponent} decimals.", code="amount"
-            )
-        return int(major.scaleb(exponent))
+        # The one parser of amounts: "12,34" is refused, not read as 1,234.
+        return parse_major_amount(self.cleaned_data["amount"], self.currency)
 
 
 def _form_errors(form, error: ValidationError) -> None:

@@ -204,7 +204,10 @@ def test_the_admin_form_posts_once_per_form_and_the_approver_approves_from_the_l
     key = client.get(url).context["form"]["request_key"].value()
 
     bad = client.post(url, {"direction": "credit", "amount": "1.234", "reason": "x", "request_key": key})
-    assert "at most 2 decimals" in str(bad.context["form"].errors["amount"])
+    assert "EUR has 2 decimal places" in str(bad.context["form"].errors["amount"])
+    # A decimal comma is refused, not read as thousands (12,34 is not 1,234.00).
+    comma = client.post(url, {"direction": "credit", "amount": "12,34", "reason": "x", "request_key": key})
+    assert "Use a point for decimals" in str(comma.context["form"].errors["amount"])
     form = {"direction": "credit", "amount": "150.00", "reason": "they captured more", "request_key": key}
     first = client.post(url, form, follow=True)
     client.post(url, form, follow=True)  # the browser posts it again
