@@ -74,7 +74,7 @@ def export_request(
             expires_at=timezone.now() + timedelta(hours=settings.EXPORT_RETENTION_HOURS),
         )
         if merchant is None:
-            audit_record(actor=requested_by, action="export requested", target=export, details={"filters": query})
+            audit_record(actor=requested_by, action="export_request", target=export, details={"filters": query})
         return job_enqueue(
             func=EXPORT_JOB,
             kwargs={"export_id": export.pk},
