@@ -8,10 +8,21 @@ class PaymentsConfig(AppConfig):
     def ready(self):
         from backoffice.metrics import register_gauges
         from backoffice.periodic import register_periodic
+        from backoffice.retention import RetentionPolicy, register_retention
         from payments import home
         from payments.figures import payment_figures_refresh, payment_status_gauges
+        from payments.services.exports import expired_exports_before, exports_delete
 
         home.register()
+        register_retention(
+            RetentionPolicy(
+                name="payments.expired_exports",
+                what="export files and their rows past their expiry (EXPORT_RETENTION_HOURS after written)",
+                horizon_setting=None,
+                candidates=expired_exports_before,
+                delete=exports_delete,
+            )
+        )
         register_gauges(payment_status_gauges)
         # Today and yesterday every minute; the whole month once an hour, for late changes
         # (an unknown payment settled days later, a refund of an old payment).

@@ -1,7 +1,8 @@
 """Large exports as background jobs: `export_request` writes the Export row and its Job in one
 transaction; the job (`payments.jobs.export_write`) reads the list again with the same filters,
 in keyset chunks, and writes the file under EXPORT_DIR (a `.part` file renamed when complete,
-so a half-written file is never served); `export_files_prune` removes expired files.
+so a half-written file is never served); expired exports go with the sweeper's retention
+pass (`expired_exports_before`, `exports_delete`) or `export_files_prune`.
 
 A retried export starts its file again from the first row (its progress too): the file is
 rewritten, nothing else changes, so a duplicate run is harmless.
@@ -195,13 +196,19 @@ def export_file_response(export: Export) -> HttpResponseBase:
     return response
 
 
+def expired_exports_before(cutoff: datetime) -> QuerySet:
+    return Export.objects.filter(expires_at__lte=cutoff).order_by("expires_at").values_list("pk", flat=True)
+
+
+def exports_delete(pks: list) -> int:
+    """The exports' files, then their rows (a file whose row went first would never go)."""
+    for file_name in Export.objects.filter(pk__in=pks).exclude(file_name="").values_list("file_name", flat=True):
+        export_path(file_name).unlink(missing_ok=True)
+    return Export.objects.filter(pk__in=pks).delete()[0]
+
+
 def export_files_prune(*, now: datetime | None = None) -> int:
-    """Remove the files of expired exports and their rows (an export that failed expires
-    too); returns how many exports were removed. Safe to run from any process."""
-    now = now or timezone.now()
-    removed = 0
-    for export in Export.objects.filter(expires_at__lte=now).only("pk", "file_name").iterator():
-        if export.file_name:
-            export_path(export.file_name).unlink(missing_ok=True)
-        removed += Export.objects.filter(pk=export.pk).delete()[0]
-    return removed
+    """Remove expired exports, files and rows (an export that failed expires too); returns how
+    many. The sweeper's retention pass does the same in batches (policy
+    "payments.expired_exports", registered in PaymentsConfig.ready)."""
+    return exports_delete(list(expired_exports_before(now or timezone.now())))

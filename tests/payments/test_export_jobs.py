@@ -1,14 +1,13 @@
 """Large exports as background jobs (payments.services.exports): above EXPORT_JOB_THRESHOLD the
 admin's export asks for confirmation, then a Job writes the file in keyset chunks with
 progress; the job's page links to the file, which only the requester (or a superuser) fetches,
-until it expires and export_files_prune removes it."""
+until it expires and the sweeper's retention pass removes it."""
 
 import csv
 import io
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -16,6 +15,7 @@ from django.utils import timezone
 from openpyxl import load_workbook
 
 from backoffice.models import Job
+from backoffice.retention import retention_apply
 from backoffice.runner import run_job
 from payments.models import Export, Payment
 from payments.services.exports import export_path
@@ -136,7 +136,7 @@ def test_an_expired_export_is_gone_and_prune_removes_its_file(export_settings, m
 
     Export.objects.filter(pk=export.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert client.get(download).status_code == 410
-    call_command("prune_exports")  # what cron (or the sweeper's retention pass) runs: export_files_prune
+    assert retention_apply()["payments.expired_exports"] == 1  # the sweeper's retention pass
     assert not export_path(export.file_name).exists() and not Export.objects.exists()
     assert client.get(download).status_code == 404
 
