@@ -4,6 +4,7 @@ import string
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import Upper
 from django_fsm import FSMField, FSMModelMixin, transition
 
 from payments.money import format_minor, validate_currency
@@ -97,6 +98,10 @@ class Payment(FSMModelMixin, models.Model):
             # own, made by migration 0010 (pg_trgm), not declared here.
             models.Index(fields=["public_id"], opclasses=["varchar_pattern_ops"], name="payment_public_id_prefix"),
             models.Index(fields=["idempotency_key"], name="payment_idempotency_key"),
+            models.Index(
+                fields=["merchant_reference"], opclasses=["varchar_pattern_ops"], name="payment_reference_prefix"
+            ),
+            models.Index(Upper("customer_email"), name="payment_email_upper"),  # a whole address, any case
         ]
         permissions = [
             ("process_payment", "Can send a pending payment to the gateway now"),

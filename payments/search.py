@@ -6,9 +6,10 @@ index instead of every row of several columns (Django's `search_fields` runs
 |---|---|---|
 | a payment id (`pay_…`) | `public_id`: equal when whole, else starts with | unique / `varchar_pattern_ops` |
 | a refund id (`re_…`) | its payment (or the refund, in the refunds list) | unique / pattern |
-| an e-mail or a domain (`@`, `shop.example`) | `customer_email` contains | pg_trgm GIN |
+| a whole e-mail address | `customer_email`, equal ignoring case | btree on UPPER() |
+| part of an e-mail or a domain (`@`, `shop.example`) | `customer_email` contains | pg_trgm GIN |
 | a processor reference (`ch_…`, `sim_ch_…`) | an attempt's `gateway_reference` starts with | pattern |
-| anything else | `merchant_reference` contains, or `idempotency_key` equal | pg_trgm GIN / btree |
+| anything else | `merchant_reference` starts with it, or `idempotency_key`; if none, contains | pattern, pg_trgm |
 
 The admin's lists and the merchant portal share it; merchants never search processor
 references (those stay inside Paydesk).
@@ -29,6 +30,7 @@ REFUND_ID = re.compile(r"re_[A-Za-z0-9]{0,24}")
 CHARGE_REFERENCE = re.compile(r"(sim_)?(ch|crash)_[A-Za-z0-9]*")
 REFUND_REFERENCE = re.compile(r"(sim_re|rf)_[A-Za-z0-9]*")
 EMAIL = re.compile(r"[^\s@]*@[^\s@]*|[\w.-]*\w\.[A-Za-z]{2,}")
+WHOLE_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
 MAX_TERM = 100
 
 
@@ -71,11 +73,20 @@ def payment_search(payments: QuerySet, term: str, *, staff: bool) -> QuerySet:
     if shape is Shape.REFUND_ID:
         return payments.filter(pk__in=_refunds_by_id(term).values("payment_id"))
     if shape is Shape.EMAIL:
+        if WHOLE_EMAIL.fullmatch(term):
+            # Equality on the UPPER(customer_email) index: a whole address is not a contains
+            # search (its trigrams, "com", "exa", are in every row).
+            return payments.filter(customer_email__iexact=term)
         return payments.filter(customer_email__icontains=term)
     if shape is Shape.CHARGE_REFERENCE and staff:
         attempts = PaymentAttempt.objects.filter(payment=OuterRef("pk"), gateway_reference__startswith=term)
         return payments.filter(Exists(attempts))
-    return payments.filter(Q(merchant_reference__icontains=term) | Q(idempotency_key=term))
+    # References that start with the term, on a btree; only if there are none, those that
+    # contain it, on the trigram index (slower when the term is made of common trigrams).
+    starting = payments.filter(Q(merchant_reference__startswith=term) | Q(idempotency_key=term))
+    if starting.exists():
+        return starting
+    return payments.filter(merchant_reference__icontains=term)
 
 
 def _refunds_by_id(term: str) -> QuerySet:

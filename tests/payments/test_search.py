@@ -67,6 +67,8 @@ def test_admin_search_reads_the_column_of_the_terms_shape(admin_client, shop):
     assert found("ORD-4711") == [wanted.pk]  # the reference, not the decoy's e-mail
     assert found("4711") == [wanted.pk]
     assert found("ann@shop") == [wanted.pk]  # the e-mail, not the decoy's reference
+    assert found("ANN@Shop.Example") == [wanted.pk]  # a whole address: equal, in any case
+    assert found("nn@shop.example") == []  # ... and only equal
     assert found("cart-99") == [wanted.pk]  # an idempotency key, whole
     assert found(wanted.public_id) == [wanted.pk]
     assert found(wanted.public_id[:10]) == [wanted.pk]
@@ -76,6 +78,19 @@ def test_admin_search_reads_the_column_of_the_terms_shape(admin_client, shop):
     assert found("sim_ch_abc2") == [wanted.pk]
     assert found("%_'\"") == []
     assert found("  ") == sorted([wanted.pk, decoy.pk])
+
+
+def test_a_reference_lists_those_starting_with_it_and_else_those_containing_it(admin_client, merchant):
+    exact = PaymentFactory(merchant=merchant, merchant_reference="INV-2026-17")
+    longer = PaymentFactory(merchant=merchant, merchant_reference="INV-2026-170")
+    inside = PaymentFactory(merchant=merchant, merchant_reference="X-INV-2026-17")
+
+    def found(term: str) -> list:
+        return sorted(row.pk for row in admin_client.get(PAYMENTS_URL, {"q": term}).context["cl"].result_list)
+
+    assert found("INV-2026-17") == [exact.pk, longer.pk]
+    assert found("NV-2026-17") == sorted([exact.pk, longer.pk, inside.pk])
+    assert found("inv-2026-17") == sorted([exact.pk, longer.pk, inside.pk])  # contains ignores case
 
 
 def test_admin_search_by_a_refund_id_lists_its_payment(admin_client, shop):
@@ -125,7 +140,9 @@ def test_portal_search_stays_within_the_merchant(owner_client, shop, other_merch
     "term,index",
     [
         ("ann@shop", "payment_email_trgm"),
-        ("ORD-47", "payment_reference_trgm"),
+        ("ann@shop.example", "payment_email_upper"),
+        ("ORD-47", "payment_reference_prefix"),  # some references start with it
+        ("RD-47", "payment_reference_trgm"),  # none does: contains
         ("pay_Ab3", "payment_public_id_prefix"),
         ("sim_ch_ab", "attempt_gateway_ref"),
     ],
