@@ -17,7 +17,15 @@ A handler is a class with `max_in_flight` and two methods:
   start(kwargs_list) -> [Call | Done]   the batch's database work before the calls; a Call
                                        holds a concurrent.futures.Future of the call's answer
   finish([(token, answer or exception)]) -> [Done]   the batch's database work after them
-Both are expected to isolate a failing item (Done(error=...)) rather than fail the batch.
+Both are expected to isolate a failing item (Done(error=...)) rather than fail the batch, and
+to let an error that means PostgreSQL is unreachable through: the batch waits for PostgreSQL
+(within the RQ job's timeout, as the runner does) and calls them again with the same items,
+so both must be safe to repeat.
+
+PostgreSQL down mid-batch: every database step (claim, start, finish, outcomes) waits for it
+and is made again once it answers, so the batch finishes its own payments. Past the RQ job's
+timeout the batch gives up: the heartbeats of the Jobs it could not finish stop, and the
+sweeper retries each once it is stale (the retry reuses the open attempt's key).
 """
 
 import logging
@@ -30,14 +38,25 @@ from itertools import groupby
 from typing import cast
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import JSONField, Q
+from django.db import DatabaseError, connection
+from django.db.models import F, JSONField, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from redis.exceptions import RedisError
 
+from backoffice.metrics import metrics_record
 from backoffice.models import Job, JobStatus
-from backoffice.runner import CLAIMABLE, _heartbeats, _json_safe, _worker_name, retry_delay_seconds
+from backoffice.outages import database_unreachable
+from backoffice.runner import (
+    CLAIMABLE,
+    DatabaseUnreachable,
+    _deadline,
+    _heartbeats,
+    _json_safe,
+    _patiently,
+    _worker_name,
+    retry_delay_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,18 +134,48 @@ def _forget_rq_copies(jobs: list[Job], queue: str) -> None:
         logger.warning("could not remove %s claimed jobs from RQ: %s", len(jobs), error)
 
 
+def database_unreachable_error(error: BaseException) -> bool:
+    """For handlers: True when the error means PostgreSQL cannot be reached, so the handler
+    lets it through to the batch (which waits for PostgreSQL) instead of isolating items."""
+    return isinstance(error, DatabaseError) and database_unreachable(error)
+
+
 class _Batch:
-    def __init__(self, leader: Job, handler):
+    def __init__(self, leader: Job, handler, deadline: float):
         self.leader = leader
         self.handler = handler
+        self.deadline = deadline  # the RQ job's timeout, less a margin (runner._deadline)
         self.in_flight: dict[Future, tuple[Job, object]] = {}
         self.beats: dict = {}
+        self.started: dict = {}  # job id -> monotonic time its run began (job_duration_seconds)
         self.finished = 0
         self.leader_status = JobStatus.RUNNING.value
 
+    def _db(self, call, doing: str):
+        """call() once PostgreSQL answers (runner._patiently): every database step of a batch
+        is safe to repeat."""
+        return _patiently(call, doing, self.deadline)
+
     def run(self) -> dict:
+        try:
+            return self._run()
+        except DatabaseUnreachable:
+            logger.warning(
+                "batch led by job %s interrupted: PostgreSQL unreachable; the sweeper retries its %s unfinished jobs",
+                self.leader.pk,
+                len(self.beats),
+            )
+            return {"interrupted": "database unreachable"}
+        finally:
+            # Jobs whose outcome was not written: their heartbeat stops, so the sweeper sees
+            # them stale and retries each (never a live-looking Job nobody will finish).
+            for beating in self.beats.values():
+                beating.__exit__(None, None, None)
+            self.beats.clear()
+
+    def _run(self) -> dict:
         limit = max(1, self.handler.max_in_flight)
-        deadline = time.monotonic() + settings.JOBS_BATCH_MAX_SECONDS
+        deadline = min(time.monotonic() + settings.JOBS_BATCH_MAX_SECONDS, self.deadline)
         tick = settings.JOBS_BATCH_TICK_SECONDS
         new = [self.leader]
         while True:
@@ -135,7 +184,10 @@ class _Batch:
             room = limit - len(self.in_flight)
             new = []
             if room > 0 and time.monotonic() < deadline:
-                new = _claim_more(func=self.leader.func, queue=self.leader.queue, limit=room)
+                new = self._db(
+                    lambda room=room: _claim_more(func=self.leader.func, queue=self.leader.queue, limit=room),
+                    "claiming jobs for a batch",
+                )
                 _forget_rq_copies(new, self.leader.queue)
             if new:
                 continue
@@ -154,12 +206,17 @@ class _Batch:
         return {"status": self.leader_status}
 
     def _start(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
         for job in jobs:
             beating = _heartbeats.beating(job.pk, job.attempts)
             beating.__enter__()
             self.beats[job.pk] = beating
+            self.started[job.pk] = now
+        kwargs_list = [job.kwargs for job in jobs]
         try:
-            started = self.handler.start([job.kwargs for job in jobs])
+            started = self._db(lambda: self.handler.start(kwargs_list), f"starting a batch of {len(jobs)} jobs")
+        except DatabaseUnreachable:
+            raise
         except Exception as error:  # the handler could not even isolate the failure
             logger.exception("batch start of %s jobs failed", len(jobs))
             started = [Done(error=error)] * len(jobs)
@@ -180,8 +237,11 @@ class _Batch:
             except Exception as error:
                 answer = error
             answered.append((job, token, answer))
+        answers = [(token, answer) for _, token, answer in answered]
         try:
-            outcomes = self.handler.finish([(token, answer) for _, token, answer in answered])
+            outcomes = self._db(lambda: self.handler.finish(answers), f"finishing {len(answers)} jobs of a batch")
+        except DatabaseUnreachable:
+            raise
         except Exception as error:
             logger.exception("batch finish of %s jobs failed", len(answered))
             outcomes = [Done(error=error)] * len(answered)
@@ -200,23 +260,38 @@ class _Batch:
             mine = Q()
             for job, _ in group:
                 mine |= Q(pk=job.pk, attempts=job.attempts)
-            written = Job.objects.filter(mine, status=JobStatus.RUNNING).update(
-                status=JobStatus.SUCCEEDED, finished_at=finished, result=group[0][1], last_error="", traceback=""
+            written = self._db(
+                lambda mine=mine, result=group[0][1]: Job.objects.filter(mine, status=JobStatus.RUNNING).update(
+                    status=JobStatus.SUCCEEDED, finished_at=finished, result=result, last_error="", traceback=""
+                ),
+                f"recording the outcomes of {len(group)} jobs",
             )
             if any(job.pk == self.leader.pk for job, _ in group):
                 self.leader_status = JobStatus.SUCCEEDED.value
             if written != len(group):
                 logger.warning("%s job outcomes dropped: taken over while running", len(group) - written)
+        statuses = {job.pk: JobStatus.SUCCEEDED.value for job, done in outcomes if done.error is None}
         for job, done in outcomes:
             if done.error is not None:
-                status = self._record_failure(job, done.error, finished)
+                statuses[job.pk] = self._record_failure(job, done.error, finished)
                 if job.pk == self.leader.pk:
-                    self.leader_status = status
+                    self.leader_status = statuses[job.pk]
         for job, _ in outcomes:
             beating = self.beats.pop(job.pk, None)
             if beating is not None:
                 beating.__exit__(None, None, None)
         self.finished += len(outcomes)
+        self._record_metrics(outcomes, statuses)
+
+    def _record_metrics(self, outcomes: list[tuple[Job, Done]], statuses: dict) -> None:
+        """jobs_finished and job_duration_seconds per Job, as the runner records one job's."""
+        now = time.monotonic()
+        counters, observations = [], []
+        for job, _ in outcomes:
+            labels = {"queue": job.queue, "func": job.short_func}
+            counters.append(("jobs_finished", {**labels, "outcome": statuses[job.pk]}))
+            observations.append(("job_duration_seconds", labels, now - self.started.pop(job.pk, now)))
+        metrics_record(counters=counters, observations=observations)
 
     def _record_failure(self, job: Job, error: BaseException, finished) -> str:
         fields = {
@@ -224,21 +299,26 @@ class _Batch:
             "last_error": f"{type(error).__name__}: {error}"[:2000],
             "traceback": "".join(tb.format_exception(error))[-8000:],
         }
-        if job.attempts < job.max_attempts:
+        if database_unreachable_error(error):
+            # The database blinked (a call that wrote through it), the job did not fail: again
+            # at once, without spending an attempt, as the runner does.
+            fields.update(status=JobStatus.RETRYING, run_at=finished, attempts=F("attempts") - 1)
+        elif job.attempts < job.max_attempts:
             fields.update(
                 status=JobStatus.RETRYING,
                 run_at=finished + timedelta(seconds=retry_delay_seconds(job.attempts)),
             )
         else:
             fields.update(status=JobStatus.FAILED)
-        if not Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts).update(**fields):
+        mine = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
+        if not self._db(lambda: mine.update(**fields), f"recording the outcome of job {job.pk}"):
             logger.warning("job %s outcome dropped: it was taken over while running", job.pk)
         logger.warning("job %s attempt %s failed: %s", job.pk, job.attempts, fields["last_error"])
         return fields["status"].value
 
 
-def run_batch(leader: Job) -> dict:
-    """Run the claimed leader Job and, beside it, other due Jobs of its function (see above)."""
-    leader.queue = Job.objects.filter(pk=leader.pk).values_list("queue", flat=True).get()
+def run_batch(leader: Job, deadline: float | None = None) -> dict:
+    """Run the claimed leader Job (its queue loaded by the claim) and, beside it, other due
+    Jobs of its function (see above), until `deadline` (monotonic; the RQ job's timeout)."""
     handler = import_string(settings.JOBS_BATCH_HANDLERS[leader.func])()
-    return _Batch(leader, handler).run()
+    return _Batch(leader, handler, deadline if deadline is not None else _deadline()).run()

@@ -11,6 +11,7 @@ Every metric is described in docs/operations.md.
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -57,20 +58,29 @@ def _warn(error: Exception) -> None:
 
 def metrics_record(*, counters: Iterable[tuple[str, dict]] = (), observations: Iterable[tuple[str, dict, float]] = ()):
     """Add 1 to each (counter, labels) and record each (histogram, labels, value), in one
-    round trip to Redis. Never raises: a metric is not worth failing a job for."""
+    round trip to Redis, one command per field however many share it (a batch of jobs).
+    Never raises: a metric is not worth failing a job for."""
+    increments: dict[tuple[str, str], int] = defaultdict(int)
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    for name, labels in counters:
+        assert name in COUNTERS, name
+        increments[PREFIX + name, _labels_key(labels)] += 1
+    for name, labels, value in observations:
+        assert name in HISTOGRAMS, name
+        key = _labels_key(labels)
+        for bound in HISTOGRAMS[name][1]:
+            if value <= bound:
+                increments[PREFIX + name, f"{key}|{bound}"] += 1
+        increments[PREFIX + name, f"{key}|count"] += 1
+        sums[PREFIX + name, f"{key}|sum"] += value
+    if not increments:
+        return
     try:
         with redis_connection().pipeline(transaction=False) as pipeline:
-            for name, labels in counters:
-                assert name in COUNTERS, name
-                pipeline.hincrby(PREFIX + name, _labels_key(labels), 1)
-            for name, labels, value in observations:
-                assert name in HISTOGRAMS, name
-                key = _labels_key(labels)
-                for bound in HISTOGRAMS[name][1]:
-                    if value <= bound:
-                        pipeline.hincrby(PREFIX + name, f"{key}|{bound}", 1)
-                pipeline.hincrby(PREFIX + name, f"{key}|count", 1)
-                pipeline.hincrbyfloat(PREFIX + name, f"{key}|sum", value)
+            for (hash_key, field), amount in increments.items():
+                pipeline.hincrby(hash_key, field, amount)
+            for (hash_key, field), amount in sums.items():
+                pipeline.hincrbyfloat(hash_key, field, amount)
             pipeline.execute()
     except (RedisError, OSError) as error:
         _warn(error)

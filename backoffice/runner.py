@@ -270,7 +270,7 @@ def _run_job(job_id: str, deadline: float) -> dict:
     if settings.JOBS_BATCH_ENABLED and job.func in settings.JOBS_BATCH_HANDLERS:
         from backoffice.batch import run_batch  # it builds on this module
 
-        return run_batch(job)
+        return run_batch(job, deadline)
     mine = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
     structlog.contextvars.bind_contextvars(job=job.short_func, attempt=job.attempts)
     started = time.monotonic()

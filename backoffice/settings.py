@@ -183,9 +183,9 @@ EXPORT_RETENTION_HOURS = env.float("EXPORT_RETENTION_HOURS", default=72.0)
 # Jobs of these functions run many at a time in one worker (backoffice.batch): a worker that
 # runs one claims other due Jobs of the function beside it, for at most JOBS_BATCH_MAX_SECONDS
 # (then the worker's other queues get their turn); answers gather for up to a tick before
-# each batch of database work. Off by default (one Job per RQ job): the short chaos run found
-# batches stuck `processing` after PostgreSQL was down for 5 s, which one-per-job rides out.
-JOBS_BATCH_ENABLED = env.bool("JOBS_BATCH_ENABLED", default=False)
+# each batch of database work. JOBS_BATCH_ENABLED=false: one Job per RQ job (the baseline of
+# `make bench-volume`).
+JOBS_BATCH_ENABLED = env.bool("JOBS_BATCH_ENABLED", default=True)
 JOBS_BATCH_HANDLERS = {"payments.jobs.process_payment": "payments.batch.PaymentBatch"}
 JOBS_BATCH_MAX_SECONDS = env.float("JOBS_BATCH_MAX_SECONDS", default=10.0)
 JOBS_BATCH_TICK_SECONDS = env.float("JOBS_BATCH_TICK_SECONDS", default=0.02)

@@ -7,6 +7,7 @@ one at a time; a batch whose bulk transaction fails is redone one payment at a t
 bad payment fails only its own Job."""
 
 import logging
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import Future
 from typing import Any
@@ -16,7 +17,8 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from backoffice.batch import Call, Done
+from backoffice.batch import Call, Done, database_unreachable_error
+from backoffice.metrics import metrics_record
 from payments.bulk import _transition_many
 from payments.gateways import ChargeRequest, ChargeResult, GatewayOutcome, get_gateway
 from payments.models import Payment, PaymentAttempt
@@ -35,6 +37,7 @@ class PaymentBatch:
     def __init__(self):
         self.max_in_flight = settings.PAYMENTS_BATCH_IN_FLIGHT
         self.gateway = get_gateway()
+        self.sent: dict[int, float] = {}  # attempt id -> monotonic time its charge was sent
 
     def start(self, kwargs_list: list[dict]) -> list[Call | Done]:
         payment_ids = [kwargs["payment_id"] for kwargs in kwargs_list]
@@ -42,14 +45,16 @@ class PaymentBatch:
         try:
             attempts = payments_processing_start(payment_ids=payment_ids)
             errors = {}
-        except Exception:
+        except Exception as error:
+            if database_unreachable_error(error):
+                raise  # the batch waits for PostgreSQL and starts these again
             logger.exception("bulk start of %s payments failed; starting them one by one", len(payment_ids))
             attempts, errors = {}, {}
             for payment_id in dict.fromkeys(payment_ids):
                 try:
                     attempts[payment_id] = payment_processing_start(payment_id=payment_id)
-                except Exception as error:
-                    errors[payment_id] = error
+                except Exception as failure:
+                    errors[payment_id] = failure
         started: list[Call | Done] = []
         seen: set[int] = set()
         for payment_id in payment_ids:
@@ -60,6 +65,7 @@ class PaymentBatch:
                 started.append(Done(result=SKIPPED))
             else:
                 seen.add(payment_id)
+                self.sent[attempt.pk] = time.monotonic()
                 started.append(Call(future=submit_charge(self.gateway, charge_request(attempt)), token=attempt.pk))
         return started
 
@@ -68,7 +74,9 @@ class PaymentBatch:
         applied: dict[int, Any]  # a Payment, or what applying its answer raised
         try:
             applied = dict(payments_charge_results_apply(results=results))
-        except Exception:
+        except Exception as error:
+            if database_unreachable_error(error):
+                raise  # the batch waits for PostgreSQL and applies these again
             logger.exception("bulk apply of %s answers failed; applying them one by one", len(results))
             applied = {}
             for attempt_id, result in results:
@@ -84,7 +92,21 @@ class PaymentBatch:
                 outcomes.append(Done(error=applied[attempt_id]))
             else:
                 outcomes.append(Done(result={"status": applied[attempt_id].status}))
+        self._record_calls(answers)
         return outcomes
+
+    def _record_calls(self, answers: list[tuple[int, object]]) -> None:
+        """processor_call_seconds for each charge, as payments.jobs records one job's."""
+        now = time.monotonic()
+        observations = []
+        for attempt_id, answer in answers:
+            sent = self.sent.pop(attempt_id, now)
+            if isinstance(answer, ChargeResult):
+                outcome, seconds = answer.outcome.value, answer.latency_ms / 1000
+            else:
+                outcome, seconds = "error", now - sent
+            observations.append(("processor_call_seconds", {"operation": "charge", "outcome": outcome}, seconds))
+        metrics_record(observations=observations)
 
 
 def charge_request(attempt: PaymentAttempt) -> ChargeRequest:

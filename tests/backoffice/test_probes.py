@@ -97,8 +97,10 @@ def test_metrics_count_payments_jobs_durations_and_processor_calls(client, make_
     assert 'paydesk_payments{status="pending"} 1.0' in lines
     assert 'paydesk_payments{status="failed"} 1.0' in lines
     assert 'paydesk_jobs{queue="payments",status="pending"} 1.0' in lines
-    # process_payment now runs as a batch (payments.batch), which does not record job and
-    # processor metrics yet: see the failed-job test for jobs_finished.
+    # process_payment runs as a batch (payments.batch): each Job counts as a single one would.
+    assert 'paydesk_jobs_finished_total{func="process_payment",outcome="succeeded",queue="payments"} 1.0' in lines
+    assert 'paydesk_job_duration_seconds_count{func="process_payment",queue="payments"} 1.0' in lines
+    assert 'paydesk_processor_call_seconds_count{operation="charge",outcome="declined"} 1.0' in lines
     assert any(line.startswith('paydesk_queue_oldest_job_age_seconds{queue="payments"}') for line in lines)
     assert pending.status == "pending"
 

@@ -378,7 +378,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     scenarios = SHORT if args.short else FULL
     if args.only:
-        scenarios = [scenario for scenario in FULL if scenario.__name__ in args.only]
+        known = {scenario.__name__: scenario for scenario in FULL + SHORT}
+        unknown = [name for name in args.only if name not in known]
+        if unknown:
+            parser.error(f"no scenario {', '.join(unknown)}; there are {', '.join(known)}")
+        scenarios = [known[name] for name in args.only]
     size = args.size or (12 if args.short else 40)
     log_dir = ROOT / ".run" / "chaos"
     log_dir.mkdir(parents=True, exist_ok=True)
