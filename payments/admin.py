@@ -25,6 +25,7 @@ from backoffice.models import AuditEntry, Job
 from payments.admin_forms import (
     DecisionForm,
     PaymentAddForm,
+    PaymentImportForm,
     RefundActionForm,
     SettlementRequestForm,
     new_idempotency_key,
@@ -36,6 +37,7 @@ from payments.exports import (
     payments_for_export,
     refunds_for_export,
 )
+from payments.imports import ImportInvalid, payments_import_enqueue, payments_import_parse
 from payments.models import (
     Export,
     Membership,
@@ -404,6 +406,7 @@ class ExportMixin(_AdminBase):
 
 @admin.register(Payment)
 class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
+    change_list_template = "admin/payments/payment/change_list.html"
     export_columns = PAYMENT_COLUMNS
     export_kind = Export.Kind.PAYMENTS
     object_buttons = [
@@ -455,6 +458,43 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
 
     class Media:
         js = ["backoffice/live_status.js"]
+
+    def get_urls(self):
+        opts = self.model._meta
+        imports = path(
+            "import/",
+            self.admin_site.admin_view(self.import_view),
+            name=f"{opts.app_label}_{opts.model_name}_import",
+        )
+        return [imports, *super().get_urls()]
+
+    def import_view(self, request):
+        """Import payments from a CSV file: checked whole in the request (a bad line refuses
+        the file, nothing written), created by one background Job (payments.imports)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = PaymentImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload, merchant = form.cleaned_data["file"], form.cleaned_data["merchant"]
+            try:
+                items = payments_import_parse(upload.file, merchant=merchant)
+            except ImportInvalid as error:
+                form.add_error("file", f"{len(error.line_errors)} problem(s); nothing was imported.")
+                for number, message in error.line_errors[:100]:
+                    form.add_error("file", f"line {number}: {message}")
+            else:
+                job = payments_import_enqueue(merchant=merchant, items=items, actor=request.user, filename=upload.name)
+                self.message_user(
+                    request, f"Importing {len(items)} payments for {merchant}: this job creates them.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(reverse("admin:backoffice_job_change", args=[job.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import payments",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/payments/payment/import.html", context)
 
     def export_queryset(self, queryset):
         return payments_for_export(queryset)

@@ -88,3 +88,14 @@ class DecisionForm(ServiceForm):
         strip=True,
         help_text="Recorded with your name; the requester sees it.",
     )
+
+
+class PaymentImportForm(forms.Form):
+    merchant = forms.ModelChoiceField(queryset=Merchant.objects.filter(is_active=True).order_by("name"))
+    file = forms.FileField(
+        label="CSV file",
+        help_text=(
+            "One payment per line. Columns: amount (major units, 12.34), currency, payment_method (a token), "
+            "idempotency_key; optional: merchant_reference, customer_email, description."
+        ),
+    )

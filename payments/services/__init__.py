@@ -14,6 +14,7 @@ from payments.services.payments import (
     payment_process_now,
     payment_processing_start,
     payment_retry,
+    payments_create_many,
 )
 from payments.services.refunds import (
     REFUND_JOB,
@@ -40,6 +41,7 @@ __all__ = [
     "payment_process_now",
     "payment_processing_start",
     "payment_retry",
+    "payments_create_many",
     "refund_approve",
     "refund_processing_start",
     "refund_reject",

@@ -9,13 +9,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backoffice.actors import Actor, actor_user
+from backoffice.db import insert_rows
 from backoffice.models import Job
-from backoffice.services import audit_record, job_enqueue
+from backoffice.services import audit_record, job_enqueue, job_enqueue_many
 from payments.errors import PaymentError
 from payments.gateways import ChargeResult, GatewayOutcome, LookupResult
-from payments.models import Merchant, Payment, PaymentAttempt
+from payments.models import Merchant, Payment, PaymentAttempt, PaymentEvent, new_public_id
 from payments.selectors import payment_active_jobs
 from payments.services.common import event_record, payment_lock, status_transition, wrong_status
+from payments.signals import payment_status_changed
 from payments.states import AttemptOutcome, PaymentStatus
 from payments.validators import validate_new_payment
 
@@ -83,6 +85,129 @@ def payment_create(
             }
         )
     return existing
+
+
+# What each item of payments_create_many carries (payment_create's parameters but the merchant).
+NEW_PAYMENT_FIELDS = (
+    "amount_minor",
+    "currency",
+    "payment_method",
+    "idempotency_key",
+    "merchant_reference",
+    "customer_email",
+    "description",
+)
+
+
+def payments_create_many(*, merchant: Merchant, items: list[dict], actor: Actor = None) -> list[Payment]:
+    """payment_create for many payments of one merchant, with bulk writes: every item checked
+    first (one bad item refuses them all, nothing written: PaymentError keyed `item N: field`),
+    then in one transaction one INSERT of payments, one of their events, one of their jobs,
+    each payment's signal, and once committed one Redis pipeline for the pushes. An
+    idempotency key already used with the same details returns that payment, with other
+    details it is refused, as payment_create does. Returns the payments in the items' order."""
+    items = [_new_payment(item) for item in items]
+    _validate_many(merchant, items)
+    keys = [item["idempotency_key"] for item in items]
+    try:
+        with transaction.atomic():
+            existing = {
+                p.idempotency_key: p for p in Payment.objects.filter(merchant=merchant, idempotency_key__in=keys)
+            }
+            _refuse_reused_keys(items, existing)
+            fresh = [item for item in items if item["idempotency_key"] not in existing]
+            created = {payment.idempotency_key: payment for payment in _insert_payments(merchant, fresh, actor)}
+    except IntegrityError as error:  # a key taken by another request at the same moment: all or nothing
+        raise PaymentError(
+            "Some of these idempotency keys were used by another request at the same moment; nothing was "
+            "created. Submit again: the payments created meanwhile are returned, not created twice.",
+            code="key_race",
+        ) from error
+    return [existing.get(key) or created[key] for key in keys]
+
+
+def _new_payment(item: dict) -> dict:
+    unknown = set(item) - set(NEW_PAYMENT_FIELDS)
+    if unknown:
+        raise PaymentError(f"Unknown payment fields: {', '.join(sorted(unknown))}.", code="unknown_fields")
+    return {"merchant_reference": "", "customer_email": "", "description": "", **item}
+
+
+def _validate_many(merchant: Merchant, items: list[dict]) -> None:
+    errors: dict[str, list[str]] = {}
+    first_of_key: dict[str, int] = {}
+    for number, item in enumerate(items, start=1):
+        try:
+            validate_new_payment(merchant=merchant, **item)
+        except PaymentError as error:
+            for field, messages in error.message_dict.items():
+                errors.setdefault(f"item {number}: {field}", []).extend(messages)
+        key = item["idempotency_key"]
+        if key in first_of_key:
+            errors.setdefault(f"item {number}: idempotency_key", []).append(
+                f"The same idempotency key as item {first_of_key[key]}."
+            )
+        first_of_key.setdefault(key, number)
+    if errors:
+        raise PaymentError(errors)
+
+
+def _refuse_reused_keys(items: list[dict], existing: dict[str, Payment]) -> None:
+    errors = {}
+    for number, item in enumerate(items, start=1):
+        payment = existing.get(item["idempotency_key"])
+        if payment is None:
+            continue
+        differing = sorted(
+            name for name in NEW_PAYMENT_FIELDS if name != "idempotency_key" and getattr(payment, name) != item[name]
+        )
+        if differing:
+            errors[f"item {number}: idempotency_key"] = [
+                f"This idempotency key was already used for payment {payment.public_id} with a "
+                f"different {', '.join(differing)}."
+            ]
+    if errors:
+        raise PaymentError(errors)
+
+
+def _insert_payments(merchant: Merchant, items: list[dict], actor: Actor) -> list[Payment]:
+    """In the caller's transaction: the payments, their `created` events, their signals and
+    their processing jobs, one statement each."""
+    if not items:
+        return []
+    user = actor if getattr(actor, "pk", None) else None
+    ids = insert_rows(
+        Payment,
+        each={name: [item[name] for item in items] for name in NEW_PAYMENT_FIELDS}
+        | {"public_id": [new_public_id() for _ in items]},
+        same={"merchant_id": merchant.pk, "status": PaymentStatus.PENDING, "created_by_id": getattr(user, "pk", None)},
+    )
+    payments = list(Payment.objects.filter(pk__in=ids).order_by("pk"))
+    for payment in payments:
+        payment.merchant = merchant
+    same = {
+        "from_status": "",
+        "to_status": PaymentStatus.PENDING,
+        "actor_id": getattr(user, "pk", None),
+        "actor_label": "" if user else "system",
+        "reason": "created",
+        "created_at": timezone.now(),
+    }
+    event_ids = insert_rows(PaymentEvent, each={"payment_id": [payment.pk for payment in payments]}, same=same)
+    for payment, event_id in zip(payments, event_ids, strict=True):
+        event = PaymentEvent(id=event_id, payment=payment, **same)
+        event.actor = user
+        payment_status_changed.send(
+            sender=Payment, payment=payment, event=event, from_status="", to_status=PaymentStatus.PENDING
+        )
+    job_enqueue_many(
+        func=PROCESS_JOB,
+        kwargs_list=[{"payment_id": payment.pk} for payment in payments],
+        queue="payments",
+        concerns=payments,
+        requested_by=actor,
+    )
+    return payments
 
 
 def payment_enqueue_processing(payment: Payment, *, actor: Actor = None) -> Job:
