@@ -10,8 +10,9 @@ from django.test.utils import CaptureQueriesContext
 
 from backoffice.models import AuditEntry, Job, JobStatus
 from backoffice.runner import run_job
+from payments.errors import PaymentError
 from payments.models import Payment, PaymentEvent
-from payments.services import PaymentError, payments_create_many
+from payments.services import payments_create_many
 from payments.states import PaymentStatus
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.needs_postgres]
