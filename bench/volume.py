@@ -107,6 +107,46 @@ def create(batch: harness.Batch, index: int):
     )
 
 
+def create_payments(batch: harness.Batch, n: int, chunk: int) -> None:
+    """N payments: one transaction each (chunk 0, as requests would), or payments_create_many
+    `chunk` at a time (as an import or a bulk API would)."""
+    if not chunk:
+        for index in range(n):
+            create(batch, index)
+        return
+    from payments.services import payments_create_many
+
+    for start in range(0, n, chunk):
+        payments_create_many(
+            merchant=batch.merchant,
+            items=[
+                {
+                    "amount_minor": 1000 + index,
+                    "currency": "EUR",
+                    "payment_method": "tok_success",
+                    "idempotency_key": batch.idempotency_key(index),
+                }
+                for index in range(start, min(n, start + chunk))
+            ],
+        )
+
+
+def creation(*, n: int, chunk: int) -> dict:
+    """Creation alone (no worker): payments/s and the producer's CPU per payment, one per
+    transaction against payments_create_many `chunk` at a time, in this process."""
+    figures = {}
+    for label, size in (("one per transaction", 0), (f"create_many x{chunk}", chunk)):
+        batch = harness.Batch.start("creation")
+        try:
+            cpu, started = time.process_time(), time.perf_counter()
+            create_payments(batch, n, size)
+            seconds = time.perf_counter() - started
+            figures[label] = {"rate": n / seconds, "cpu_ms": 1000 * (time.process_time() - cpu) / n}
+        finally:
+            batch.delete()
+    return figures
+
+
 def wait_all_succeeded(batch: harness.Batch, n: int, worker: Worker, timeout: float) -> None:
     from payments.states import PaymentStatus
 
@@ -117,14 +157,15 @@ def wait_all_succeeded(batch: harness.Batch, n: int, worker: Worker, timeout: fl
         time.sleep(0.02)
 
 
-def end_to_end(*, label: str, n: int, batched: bool, processor: ProcessorProcess, log_path: Path) -> dict:
+def end_to_end(
+    *, label: str, n: int, batched: bool, processor: ProcessorProcess, log_path: Path, chunk: int = 0
+) -> dict:
     batch = harness.Batch.start(label)
     worker = Worker(batched=batched, processor=processor, log_path=log_path)
     try:
         cpu_before, producer_before = worker.cpu(), time.process_time()
         started = time.perf_counter()
-        for index in range(n):
-            create(batch, index)
+        create_payments(batch, n, chunk)
         created = time.perf_counter()
         producer_cpu = time.process_time() - producer_before
         wait_all_succeeded(batch, n, worker, timeout=120 + n)
@@ -144,7 +185,7 @@ def end_to_end(*, label: str, n: int, batched: bool, processor: ProcessorProcess
     }
 
 
-def drain(*, label: str, n: int, batched: bool, processor: ProcessorProcess, log_path: Path) -> dict:
+def drain(*, label: str, n: int, batched: bool, processor: ProcessorProcess, log_path: Path, chunk: int = 0) -> dict:
     """N payments created first, then a worker started: payments/s from the first Job's
     start to the last Job's end (the worker's capacity, without the producer beside it)."""
     from django.db.models import Max, Min
@@ -153,8 +194,7 @@ def drain(*, label: str, n: int, batched: bool, processor: ProcessorProcess, log
 
     batch = harness.Batch.start(label)
     try:
-        for index in range(n):
-            create(batch, index)
+        create_payments(batch, n, chunk or 500)
         worker = Worker(batched=batched, processor=processor, log_path=log_path)
         try:
             wait_all_succeeded(batch, n, worker, timeout=120 + n)
@@ -255,6 +295,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--steady-rate", type=float, default=100.0)
     parser.add_argument("--steady-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--create-chunk",
+        type=int,
+        default=0,
+        help="end to end: create payments with payments_create_many this many at a time (0: one per transaction)",
+    )
+    parser.add_argument("--creation-n", type=int, default=2000, help="payments per creation-only measurement")
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     parser.add_argument("--own-redis", action="store_true")
@@ -281,6 +328,14 @@ def run(args, *, database_url: str, redis_url: str) -> None:
     print(f"machine: {machine_description()}")
     print(f"code: {code_description()}")
     print(f"worker: {' '.join(WORKER[1:])}  logs: {log_path}", flush=True)
+    chunk = args.create_chunk
+    print(f"creation: {f'payments_create_many, {chunk} a time' if chunk else 'one transaction per payment'}")
+    made = creation(n=args.creation_n, chunk=chunk or 100)
+    print(
+        f"\n## creation alone, {args.creation_n} payments: "
+        + ", ".join(f"{label} {v['rate']:.0f}/s ({v['cpu_ms']:.2f} ms CPU each)" for label, v in made.items()),
+        flush=True,
+    )
     processor = ProcessorProcess(log_path=log_path)
     try:
         for latency in latencies:
@@ -296,7 +351,12 @@ def run(args, *, database_url: str, redis_url: str) -> None:
                 measure = drain if args.drain else end_to_end
                 figures = {
                     label: measure(
-                        label=label.replace(" ", "-"), n=n, batched=batched, processor=processor, log_path=log_path
+                        label=label.replace(" ", "-"),
+                        n=n,
+                        batched=batched,
+                        processor=processor,
+                        log_path=log_path,
+                        chunk=args.create_chunk,
                     )
                     for label, batched, n in order
                 }

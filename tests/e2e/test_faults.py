@@ -185,7 +185,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_charges_each
 ):
     start_processor(PROCESSOR_LATENCY_MS=3000, read_timeout=10)
     payments = [make_payment(amount_minor=1000 + n) for n in range(12)]
-    doomed = start_worker("payments", JOBS_BATCH_ENABLED="true", **HEARTBEAT)
+    doomed = start_worker("payments", **HEARTBEAT)  # batching: the default
 
     def some_charged_all_running():
         jobs = [processing_job(payment) for payment in payments]
@@ -199,8 +199,12 @@ def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing_and_charges_each
     assert all(Payment.objects.get(pk=p.pk).status == PaymentStatus.PROCESSING for p in payments)
     assert {processing_job(p).worker_name for p in payments} == {processing_job(payments[0]).worker_name}
     start_worker("payments", **HEARTBEAT)
+    # Finished: each payment applied, then (a statement later) each Job's outcome written.
     report = sweep_until(
-        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.SUCCEEDED for p in payments),
+        lambda: (
+            all(Payment.objects.get(pk=p.pk).status == PaymentStatus.SUCCEEDED for p in payments)
+            and not Job.objects.filter(func="payments.jobs.process_payment", status=JobStatus.RUNNING).exists()
+        ),
         timeout=120,
         message="the sweeper to retry every job of the dead batch",
     )
@@ -381,3 +385,29 @@ def test_one_job_delivered_to_two_real_workers_runs_once(make_payment, start_wor
     job.refresh_from_db()
     assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
     assert_charged_once_with_one_history(payment)
+
+
+def test_a_redis_restart_in_the_middle_of_a_batch_loses_nothing_and_charges_each_payment_once(
+    make_payment, start_worker, start_processor
+):
+    start_processor(PROCESSOR_LATENCY_MS=2000, read_timeout=10)
+    start_worker("payments", **HEARTBEAT)  # batching: the default
+    payments = [make_payment(amount_minor=3000 + n) for n in range(8)]
+    wait_until(
+        lambda: Job.objects.filter(func="payments.jobs.process_payment", status=JobStatus.RUNNING).count() == 8,
+        timeout=60,
+        interval=0.05,
+        message="one batch with every payment in flight",
+    )
+
+    django_rq.get_connection("payments").flushdb()  # Redis restarts without persistence, mid-batch
+    later = make_payment(amount_minor=4000)  # pushed to the empty Redis
+
+    sweep_until(
+        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.SUCCEEDED for p in [*payments, later]),
+        timeout=120,
+        message="the batch and the later payment to finish",
+    )
+    for payment in [*payments, later]:
+        assert_charged_once_with_one_history(payment)
+        assert processing_job(payment).status == JobStatus.SUCCEEDED

@@ -171,3 +171,32 @@ def test_a_payment_left_processing_by_a_dead_batch_is_sent_again_under_its_key(m
         assert process_payment(payment.pk) == {"status": "succeeded"}
         assert payment.attempts.get().idempotency_key == f"{payment.public_id}_a1"
     assert SimulatedGatewayRecord.objects.count() == 3
+
+
+def test_each_batched_job_shows_its_own_outcome_in_the_admin_and_counts_in_the_metrics(
+    make_payment, monkeypatch, settings, admin_client
+):
+    settings.JOBS_RETRY_BACKOFF_SECONDS = [60.0]
+    payments = [make_payment(amount_minor=2000 + n) for n in range(4)]
+    real_charge = SimulatedGateway.charge
+
+    def charge(self, request):
+        if request.amount_minor == 2001:
+            raise ConnectionResetError("the line dropped")
+        return real_charge(self, request)
+
+    monkeypatch.setattr(SimulatedGateway, "charge", charge)
+    run_job(str(processing_job(payments[0]).pk))
+
+    broken, fine = processing_job(payments[1]), processing_job(payments[2])
+    broken_page = admin_client.get(f"/admin/backoffice/job/{broken.pk}/change/").content.decode()
+    fine_page = admin_client.get(f"/admin/backoffice/job/{fine.pk}/change/").content.decode()
+    assert "Retrying" in broken_page and "ConnectionResetError: the line dropped" in broken_page
+    assert "Succeeded" in fine_page and "the line dropped" not in fine_page and "succeeded" in fine_page
+    assert broken.worker_name and broken.started_at and fine.finished_at and fine.started_at <= fine.finished_at
+    metrics = admin_client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode().splitlines()
+    labels = 'func="process_payment",outcome="{}",queue="payments"'
+    assert f"paydesk_jobs_finished_total{{{labels.format('succeeded')}}} 3.0" in metrics
+    assert f"paydesk_jobs_finished_total{{{labels.format('retrying')}}} 1.0" in metrics
+    assert 'paydesk_job_duration_seconds_count{func="process_payment",queue="payments"} 4.0' in metrics
+    assert 'paydesk_processor_call_seconds_count{operation="charge",outcome="error"} 1.0' in metrics
