@@ -404,7 +404,10 @@ def test_a_redis_restart_in_the_middle_of_a_batch_loses_nothing_and_charges_each
     later = make_payment(amount_minor=4000)  # pushed to the empty Redis
 
     sweep_until(
-        lambda: all(Payment.objects.get(pk=p.pk).status == PaymentStatus.SUCCEEDED for p in [*payments, later]),
+        lambda: (
+            all(Payment.objects.get(pk=p.pk).status == PaymentStatus.SUCCEEDED for p in [*payments, later])
+            and not Job.objects.filter(func="payments.jobs.process_payment", status=JobStatus.RUNNING).exists()
+        ),
         timeout=120,
         message="the batch and the later payment to finish",
     )
