@@ -79,8 +79,8 @@ def metrics_record(*, counters: Iterable[tuple[str, dict]] = (), observations: I
         with redis_connection().pipeline(transaction=False) as pipeline:
             for (hash_key, field), amount in increments.items():
                 pipeline.hincrby(hash_key, field, amount)
-            for (hash_key, field), amount in sums.items():
-                pipeline.hincrbyfloat(hash_key, field, amount)
+            for (hash_key, field), total in sums.items():
+                pipeline.hincrbyfloat(hash_key, field, total)
             pipeline.execute()
     except (RedisError, OSError) as error:
         _warn(error)

@@ -6,6 +6,7 @@ re-uploaded import create nothing twice."""
 
 import csv
 import io
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -53,15 +54,18 @@ def payments_import_parse(stream, *, merchant: Merchant) -> list[dict]:
             [(1, "; ".join(problems) + f". Columns: {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}.")]
         )
     reader.fieldnames = header
-    items, errors, keys = [], [], {}
+    items: list[dict] = []
+    errors: list[tuple[int, str]] = []
+    keys: dict[str, int] = {}
     for number, row in enumerate(reader, start=2):
         if number - 1 > MAX_LINES:
             raise ImportInvalid([(number, f"More than {MAX_LINES} payments: split the file.")])
         item, problems = _item(row, merchant)
-        key = item.get("idempotency_key")
+        key = item.get("idempotency_key") or ""
         if key and key in keys:
             problems.append(f"idempotency_key: the same key as line {keys[key]}.")
-        keys.setdefault(key, number)
+        if key:
+            keys.setdefault(key, number)
         errors += [(number, problem) for problem in problems]
         items.append(item)
     if not items and not errors:
@@ -71,7 +75,7 @@ def payments_import_parse(stream, *, merchant: Merchant) -> list[dict]:
     return items
 
 
-def _item(row: dict, merchant: Merchant) -> tuple[dict, list[str]]:
+def _item(row: dict, merchant: Merchant) -> tuple[dict[str, Any], list[str]]:
     if None in row:  # more cells than columns
         return {}, ["more cells than the header has columns."]
     cells = {name: (value or "").strip() for name, value in row.items()}
@@ -79,7 +83,7 @@ def _item(row: dict, merchant: Merchant) -> tuple[dict, list[str]]:
     carded = [name for name, value in cells.items() if contains_card_number(value)]
     if carded:
         return {}, [f"{', '.join(carded)}: card numbers are never accepted; use a payment method token."]
-    item = {name: cells.get(name, "") for name in REQUIRED_COLUMNS[1:] + OPTIONAL_COLUMNS}
+    item: dict[str, Any] = {name: cells.get(name, "") for name in REQUIRED_COLUMNS[1:] + OPTIONAL_COLUMNS}
     try:
         item["amount_minor"] = parse_major_amount(cells["amount"], item["currency"])
     except ValidationError as error:

@@ -175,7 +175,7 @@ def _insert_payments(merchant: Merchant, items: list[dict], actor: Actor) -> lis
     their processing jobs, one statement each."""
     if not items:
         return []
-    user = actor if getattr(actor, "pk", None) else None
+    user = actor_user(actor)
     ids = insert_rows(
         Payment,
         each={name: [item[name] for item in items] for name in NEW_PAYMENT_FIELDS}
