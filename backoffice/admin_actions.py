@@ -60,9 +60,14 @@ class ActionReport:
 
     done: int = 0
     skipped: Counter = field(default_factory=Counter)
+    # Objects this very form had already changed (a second post of the same page): the
+    # service found its request key and did nothing more.
+    repeated: int = 0
 
     def message(self, done_label: str) -> str:
         text = f"{self.done} {done_label}"
+        if self.repeated:
+            text += f", {self.repeated} already submitted by this form (nothing more done)"
         skipped = sum(self.skipped.values())
         if skipped:
             if len(self.skipped) == 1:
@@ -74,7 +79,18 @@ class ActionReport:
 
     @property
     def level(self) -> int:
-        return messages.WARNING if self.skipped else messages.SUCCESS
+        return messages.WARNING if self.skipped or self.repeated else messages.SUCCESS
+
+    def count(self, result: object) -> None:
+        if already_done(result):
+            self.repeated += 1
+        else:
+            self.done += 1
+
+
+def already_done(result: object) -> bool:
+    """True when a service that answers `(obj, created)` found its request key already used."""
+    return isinstance(result, tuple) and len(result) == 2 and result[1] is False
 
 
 def apply_each(objects: Iterable[Model], apply: Callable[[Model], object]) -> ActionReport:
@@ -83,13 +99,13 @@ def apply_each(objects: Iterable[Model], apply: Callable[[Model], object]) -> Ac
     report = ActionReport()
     for obj in objects:
         try:
-            apply(obj)
+            result = apply(obj)
         except ValidationError as error:
             report.skipped[skip_reason(error)] += 1
         except ObjectDoesNotExist:  # deleted between the selection and now
             report.skipped["no longer exists"] += 1
         else:
-            report.done += 1
+            report.count(result)
     return report
 
 
@@ -150,11 +166,13 @@ def confirm_with_form(
             return _enqueue_bulk_job(modeladmin, request, queryset, bulk=bulk, verb=verb, reason=data["reason"])
         if count == 1:
             try:
-                apply(queryset.get(), data)
+                result = apply(queryset.get(), data)
             except ValidationError as error:
                 form.add_service_error(error)
             else:
-                modeladmin.message_user(request, ActionReport(done=1).message(done), messages.SUCCESS)
+                report = ActionReport()
+                report.count(result)
+                modeladmin.message_user(request, report.message(done), report.level)
                 return None
         else:
             report = apply_each(queryset, lambda obj: apply(obj, data))

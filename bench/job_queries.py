@@ -30,7 +30,7 @@ def create_ours(batch: harness.Batch, index: int):
         currency="EUR",
         payment_method="tok_success",
         idempotency_key=batch.idempotency_key(index),
-    )
+    )[0]
     return payment.pk
 
 

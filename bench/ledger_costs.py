@@ -33,7 +33,7 @@ def started_attempts(batch: harness.Batch, n: int, offset: int) -> list[int]:
             currency="EUR",
             payment_method="tok_success",
             idempotency_key=batch.idempotency_key(index),
-        )
+        )[0]
         attempts.append(payment_processing_start(payment_id=payment.pk).pk)
     return attempts
 

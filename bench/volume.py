@@ -104,7 +104,7 @@ def create(batch: harness.Batch, index: int):
         currency="EUR",
         payment_method="tok_success",
         idempotency_key=batch.idempotency_key(index),
-    )
+    )[0]
 
 
 def create_payments(batch: harness.Batch, n: int, chunk: int) -> None:

@@ -547,16 +547,12 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
         if request.method == "POST":
             form = PaymentAddForm(request.POST)
             if form.is_valid():
-                kwargs = form.payment_create_kwargs()
-                existed = Payment.objects.filter(
-                    merchant=kwargs["merchant"], idempotency_key=kwargs["idempotency_key"]
-                ).exists()
                 try:
-                    payment = payment_create(actor=request.user, **kwargs)
+                    payment, created = payment_create(actor=request.user, **form.payment_create_kwargs())
                 except ValidationError as error:
                     form.add_service_error(error)
                 else:
-                    return self._response_payment_added(request, payment, existed=existed)
+                    return self._response_payment_added(request, payment, existed=not created)
         else:
             form = PaymentAddForm(initial={"idempotency_key": new_idempotency_key()})
 
@@ -658,11 +654,16 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
 
         def apply(payment, data):
             amount = data.get("amount") or refund_remaining_minor(payment)
-            refund = refund_request(
-                payment=payment, amount_minor=amount, reason=data["reason"], requested_by=request.user
+            refund, created = refund_request(
+                payment=payment,
+                amount_minor=amount,
+                reason=data["reason"],
+                requested_by=request.user,
+                request_key=data["request_key"],
             )
-            requested.append(refund)
-            return refund
+            if created:
+                requested.append(refund)
+            return refund, created
 
         response = confirm_with_form(
             self,
@@ -703,6 +704,7 @@ class PaymentAdmin(ExportMixin, ObjectButtons, PaydeskModelAdmin):
                 reason=data["reason"],
                 gateway_reference=data["gateway_reference"],
                 requested_by=request.user,
+                request_key=data["request_key"],
             ),
         )
 

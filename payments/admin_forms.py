@@ -8,8 +8,9 @@ from django.core.exceptions import ValidationError
 
 from backoffice.forms import ServiceForm
 from payments.forms import PaymentForm
-from payments.models import Merchant
+from payments.models import Merchant, new_request_key
 from payments.money import format_major, format_minor, parse_major_amount
+from payments.validators import REQUEST_KEY_PATTERN
 
 
 def new_idempotency_key() -> str:
@@ -31,7 +32,29 @@ class PaymentAddForm(PaymentForm):
             self.add_error(None, 'To create another payment, open a new "Add payment" form.')
 
 
-class RefundActionForm(ServiceForm):
+class RequestKeyForm(ServiceForm):
+    """A money-moving action's confirmation: a request key is generated when the page is shown
+    and posted back hidden, so posting the same page twice (double click, two tabs, a retried
+    request) reaches the service with the same key and moves money once."""
+
+    service_fields = {"request_key": None}
+
+    request_key = forms.RegexField(regex=REQUEST_KEY_PATTERN, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial.setdefault("request_key", new_request_key("admin"))
+
+    def clean(self):
+        cleaned_data = super().clean()
+        if "request_key" in self.errors:  # hidden: say it above the form
+            del self.errors["request_key"]
+            self.add_error(None, "This form is out of date: open it again and submit it once more.")
+        return cleaned_data
+
+
+class RefundActionForm(RequestKeyForm):
     """The Refund action's confirmation: with one payment an amount (defaulting to what
     remains refundable); with several, each is refunded by what remains of it."""
 
@@ -62,7 +85,7 @@ class RefundActionForm(ServiceForm):
         return parse_major_amount(text, self.payment.currency)
 
 
-class SettlementRequestForm(ServiceForm):
+class SettlementRequestForm(RequestKeyForm):
     settle_as = forms.ChoiceField(
         label="Settle as",
         choices=[("succeeded", "Succeeded: the customer was charged"), ("failed", "Failed: nothing was taken")],

@@ -34,6 +34,12 @@ def new_refund_id() -> str:
     return _random_id("re_")
 
 
+def new_request_key(origin: str) -> str:
+    """A fresh request key for one rendered form (or one programmatic intent), e.g. `portal_...`:
+    random, never derived from what a person typed."""
+    return f"{origin}_" + secrets.token_urlsafe(24)
+
+
 class Merchant(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=60, unique=True)
@@ -244,6 +250,11 @@ class Refund(FSMModelMixin, models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     needs_approval = models.BooleanField(default=False)
+    request_key = models.CharField(
+        max_length=100,
+        editable=False,
+        help_text="The key of the request that asked for it: the same form posted again finds this refund.",
+    )
     decision_note = models.TextField(blank=True)
     gateway_reference = models.CharField(max_length=100, blank=True)
     error_code = models.CharField(max_length=50, blank=True)
@@ -267,6 +278,9 @@ class Refund(FSMModelMixin, models.Model):
                 condition=models.Q(rejected_by__isnull=True) | ~models.Q(rejected_by=models.F("requested_by")),
                 name="refund_rejecter_not_requester",
             ),
+            # A money-moving command runs once per request, in the database: a form posted
+            # twice (double click, two tabs, a retried request) finds the first refund.
+            models.UniqueConstraint(fields=["payment", "request_key"], name="refund_request_key_per_payment"),
         ]
         # "Awaiting approval" and the status filters of the refunds list and the portal.
         indexes = [models.Index(fields=["status", "created_at"], name="refund_status_created")]
@@ -328,6 +342,11 @@ class SettlementRequest(models.Model):
         max_length=100, blank=True, help_text="The processor's reference of the charge, when settling as succeeded."
     )
     status = models.CharField(max_length=20, choices=SettlementStatus.choices, default=SettlementStatus.REQUESTED)
+    request_key = models.CharField(
+        max_length=100,
+        editable=False,
+        help_text="The key of the request that asked for it: the same form posted again finds this request.",
+    )
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -354,6 +373,7 @@ class SettlementRequest(models.Model):
             models.UniqueConstraint(
                 fields=["payment"], condition=models.Q(status="requested"), name="one_open_settlement_per_payment"
             ),
+            models.UniqueConstraint(fields=["payment", "request_key"], name="settlement_request_key_per_payment"),
         ]
 
     def __str__(self) -> str:

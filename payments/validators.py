@@ -96,3 +96,21 @@ def require_reason(reason: str, what: str) -> str:
     if not reason:
         raise PaymentError({"reason": [f"A reason is required to {what}."]}, code="reason_required")
     return reason
+
+
+REQUEST_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_:.-]{8,100}$")
+
+
+def require_request_key(request_key: str) -> str:
+    """A money-moving command's request key: generated once per rendered form (or per
+    programmatic intent), never typed by a person. The same key again finds the first result."""
+    if (
+        not isinstance(request_key, str)
+        or not REQUEST_KEY_PATTERN.match(request_key)
+        or contains_card_number(request_key)
+    ):
+        raise PaymentError(
+            {"request_key": ["This form is out of date: open it again and submit it once more."]},
+            code="request_key",
+        )
+    return request_key

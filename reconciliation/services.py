@@ -199,12 +199,14 @@ def discrepancy_request_settlement(*, discrepancy: Discrepancy, actor: Actor, re
             raise ReconciliationError(
                 "only a charge they captured while our payment is unknown is settled this way", code="not_settleable"
             )
-        request = settlement_request(
+        # One settlement per exception: asking again from the same entry finds the first.
+        request, _ = settlement_request(
             payment=attempt.payment,
             settle_as=PaymentStatus.SUCCEEDED,
             reason=f"reconciliation {line.processor} {line.day}, line {line.line_id}: {reason}",
             requested_by=actor,
             gateway_reference=line.processor_reference,
+            request_key=f"discrepancy:{discrepancy.pk}",
         )
         discrepancy.settlement_request = request
         discrepancy.save(update_fields=["settlement_request", "updated_at"])

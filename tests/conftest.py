@@ -87,7 +87,7 @@ def make_payment(merchant):
             "idempotency_key": f"test-{next(counter)}-{time.monotonic_ns()}",
         }
         params.update(overrides)
-        return services.payment_create(**params)
+        return services.payment_create(**params)[0]
 
     return make
 

@@ -165,7 +165,17 @@ def run_action(
     first = client.post(url, {"action": action, "index": 0, helpers.ACTION_CHECKBOX_NAME: selected, **extra})
     if reason is None:
         return first
-    return confirm_action(client, url, action, objects, reason=reason, **extra)
+    return confirm_action(client, url, action, objects, reason=reason, **{**shown_hidden_fields(first), **extra})
+
+
+def shown_hidden_fields(page) -> dict:
+    """The hidden fields (a money-moving form's request key) of the form a page showed, as a
+    browser posts them back."""
+    context = getattr(page, "context", None)
+    form = context.get("form") if context else None
+    if form is None or not hasattr(form, "hidden_fields"):
+        return {}
+    return {field.name: field.value() for field in form.hidden_fields()}
 
 
 def confirm_action(client: Client, url: str, action: str, objects, *, reason: str, **extra):

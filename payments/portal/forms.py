@@ -17,7 +17,7 @@ from django.utils import timezone
 from backoffice.forms import ServiceForm
 from payments.forms import PaymentForm
 from payments.gateways.simulated import TOKENS
-from payments.models import Merchant, Payment
+from payments.models import Merchant, Payment, new_request_key
 from payments.money import COMMON_CURRENCIES, CURRENCY_CODE, format_major, format_minor, parse_major_amount
 from payments.portal.access import has_portal_access
 from payments.search import payment_search
@@ -192,11 +192,24 @@ REFUND_SUBMISSION_SALT = "payments.forms.RefundForm.submission"
 
 
 def refund_submission_token(payment: Payment, user) -> str:
-    """A one-time token for one refund form of one user and payment: a double submit is caught
-    when the second post finds the token already used."""
+    """The refund form's request key, random and signed for one user and payment: posting the
+    same form again (double click, back and resubmit, two tabs) finds the refund it made."""
     return signing.dumps(
-        {"payment": payment.public_id, "user": user.pk, "nonce": secrets.token_urlsafe(16)}, salt=REFUND_SUBMISSION_SALT
+        {"payment": payment.public_id, "user": user.pk, "nonce": new_request_key("portal")},
+        salt=REFUND_SUBMISSION_SALT,
     )
+
+
+def refund_submission_key(token: str, *, payment: Payment, user) -> str | None:
+    """The request key a submitted refund form carries, or None if it is not a valid token of
+    this form (forged, borrowed from another payment or user, expired)."""
+    try:
+        fields = signing.loads(token or "", salt=REFUND_SUBMISSION_SALT, max_age=24 * 3600)
+    except signing.BadSignature:
+        return None
+    if not isinstance(fields, dict) or fields.get("payment") != payment.public_id or fields.get("user") != user.pk:
+        return None
+    return fields.get("nonce") or None
 
 
 class RefundForm(ServiceForm):
@@ -232,14 +245,15 @@ class RefundForm(ServiceForm):
             )
         return amount_minor
 
+    def submitted_request_key(self) -> str | None:
+        """The request key of the posted form, read before (and whatever) the other fields."""
+        return refund_submission_key(self.data.get("submission_token", ""), payment=self.payment, user=self.user)
+
     def clean_submission_token(self) -> str:
-        try:
-            token = signing.loads(self.cleaned_data["submission_token"], salt=REFUND_SUBMISSION_SALT, max_age=24 * 3600)
-        except signing.BadSignature:
-            token = None
-        if not token or token.get("payment") != self.payment.public_id or token.get("user") != self.user.pk:
+        request_key = refund_submission_key(self.cleaned_data["submission_token"], payment=self.payment, user=self.user)
+        if request_key is None:
             raise ValidationError("This form has expired. Check the amount and submit again.", code="bad_token")
-        return token["nonce"]
+        return request_key
 
     def renew_submission_token(self) -> None:
         self.data = _data_with(self, "submission_token", refund_submission_token(self.payment, self.user))

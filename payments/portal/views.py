@@ -7,13 +7,11 @@ import re
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.core.cache import cache
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from redis.exceptions import RedisError
 
 from backoffice.models import JobStatus
 from backoffice.paging import CappedPaginator
@@ -61,7 +59,6 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 25
 STATUS_POLL_MAX_IDS = 100
 PUBLIC_ID = re.compile(PublicPaymentId.regex)
-REFUND_SUBMISSION_SECONDS = 24 * 3600
 
 
 # --- logging in and out -----------------------------------------------------------------------
@@ -266,10 +263,12 @@ def payment_new(request):
         form = PortalPaymentForm(request.POST, merchant=request.merchant)
         if form.is_valid():
             try:
-                payment = payment_create(**form.payment_create_kwargs(), actor=request.user)
+                payment, created = payment_create(**form.payment_create_kwargs(), actor=request.user)
             except PaymentError as error:
                 form.add_service_error(error)
             else:
+                if not created:
+                    messages.info(request, "That form was already submitted; this is the payment it created.")
                 return HttpResponseRedirect(reverse("merchant:payment", args=[payment.public_id]))
     else:
         form = PortalPaymentForm(merchant=request.merchant)
@@ -279,15 +278,9 @@ def payment_new(request):
 # --- refunds ------------------------------------------------------------------------------------
 
 
-def _first_submission(nonce: str) -> bool:
-    """True once per refund form: a second post of the same form (double click, back and
-    resubmit) finds its token used."""
-    try:
-        return cache.add(f"merchant-refund-submission:{nonce}", 1, timeout=REFUND_SUBMISSION_SECONDS)
-    except (RedisError, OSError):
-        # Without the cache a double submit is still bounded by the refundable remainder.
-        logger.exception("refund double-submit guard unavailable: cache unreachable")
-        return True
+def _refund_already_submitted(request, payment):
+    messages.info(request, "That refund form was already submitted; its refund is listed below.")
+    return redirect("merchant:payment", public_id=payment.public_id)
 
 
 @require_http_methods(["GET", "POST"])
@@ -297,37 +290,45 @@ def refund_new(request, public_id: str):
     remaining = refund_remaining_minor(payment)
     refundable = remaining > 0 and payment.status != PaymentStatus.UNKNOWN
     form = None
-    if refundable:
-        data = request.POST if request.method == "POST" else None
-        form = RefundForm(data, payment=payment, user=request.user, remaining_minor=remaining)
-    if request.method == "POST" and form is not None:
-        if not form.is_valid():
-            if "submission_token" in form.errors:
-                form.renew_submission_token()
-        elif not _first_submission(form.cleaned_data["submission_token"]):
-            messages.info(request, "That refund form was already submitted; its refund is listed below.")
-            return redirect("merchant:payment", public_id=payment.public_id)
-        else:
-            try:
-                refund = refund_request_by_merchant(
-                    payment=payment,
-                    amount_minor=form.cleaned_data["amount"],
-                    reason=form.cleaned_data["reason"],
-                    requested_by=request.user,
-                )
-            except PaymentError as error:
-                form.add_service_error(error)
-                form.renew_submission_token()
+    if request.method == "POST":
+        # A form posted again (double click, back and resubmit) refunds nothing more: the
+        # service finds the refund of its request key; so does this check, before the amount
+        # is compared with a remainder the first post already took.
+        posted = RefundForm(request.POST, payment=payment, user=request.user, remaining_minor=remaining)
+        request_key = posted.submitted_request_key()
+        if request_key and payment.refunds.filter(request_key=request_key).exists():
+            return _refund_already_submitted(request, payment)
+        if refundable:
+            form = posted
+            if not form.is_valid():
+                if "submission_token" in form.errors:
+                    form.renew_submission_token()
             else:
-                if refund.needs_approval:
-                    messages.success(
-                        request,
-                        f"Refund of {refund.amount_display} requested: "
-                        "Paydesk approves refunds of this size before they are sent.",
+                try:
+                    refund, created = refund_request_by_merchant(
+                        payment=payment,
+                        amount_minor=form.cleaned_data["amount"],
+                        reason=form.cleaned_data["reason"],
+                        requested_by=request.user,
+                        request_key=form.cleaned_data["submission_token"],
                     )
+                except PaymentError as error:
+                    form.add_service_error(error)
+                    form.renew_submission_token()
                 else:
-                    messages.success(request, f"Refund of {refund.amount_display} approved and on its way.")
-                return redirect("merchant:payment", public_id=payment.public_id)
+                    if not created:
+                        return _refund_already_submitted(request, payment)
+                    if refund.needs_approval:
+                        messages.success(
+                            request,
+                            f"Refund of {refund.amount_display} requested: "
+                            "Paydesk approves refunds of this size before they are sent.",
+                        )
+                    else:
+                        messages.success(request, f"Refund of {refund.amount_display} approved and on its way.")
+                    return redirect("merchant:payment", public_id=payment.public_id)
+    elif refundable:
+        form = RefundForm(payment=payment, user=request.user, remaining_minor=remaining)
     return render(
         request,
         "merchant/refund_new.html",

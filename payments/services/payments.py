@@ -36,9 +36,10 @@ def payment_create(
     customer_email: str = "",
     description: str = "",
     actor: Actor = None,
-) -> Payment:
-    """Create a pending payment and queue its processing, in one transaction. The same
-    idempotency key with the same parameters returns the first payment; with others it is refused."""
+) -> tuple[Payment, bool]:
+    """Create a pending payment and queue its processing, in one transaction; (payment, True).
+    The same idempotency key (unique per merchant in the database) with the same parameters
+    returns (the first payment, False); with others it is refused."""
     validate_new_payment(
         merchant=merchant,
         amount_minor=amount_minor,
@@ -73,7 +74,7 @@ def payment_create(
             else:
                 event_record(payment, from_status="", actor=actor, reason="created")
                 payment_enqueue_processing(payment, actor=actor)
-                return payment
+                return payment, True
     differing = sorted(name for name, value in params.items() if getattr(existing, name) != value)
     if differing:
         raise PaymentError(
@@ -84,7 +85,7 @@ def payment_create(
                 ]
             }
         )
-    return existing
+    return existing, False
 
 
 # What each item of payments_create_many carries (payment_create's parameters but the merchant).

@@ -24,7 +24,7 @@ from payments.services.common import (
     wrong_status,
 )
 from payments.states import REFUND_HOLDING, PaymentStatus, RefundStatus
-from payments.validators import require_reason
+from payments.validators import require_reason, require_request_key
 
 REFUND_JOB = "payments.jobs.refund_payment"
 
@@ -43,23 +43,40 @@ def _enqueue_refund(refund: Refund, *, actor: Actor = None) -> Job:
     )
 
 
-def refund_request(*, payment: Payment, amount_minor: int, reason: str, requested_by: Actor) -> Refund:
+def refund_request(
+    *, payment: Payment, amount_minor: int, reason: str, requested_by: Actor, request_key: str
+) -> tuple[Refund, bool]:
     """Lock the payment, check the refund fits in what remains refundable (so concurrent
     requests can never together exceed the capture), create it; below the approval
-    threshold approve it at once and queue the refund job."""
+    threshold approve it at once and queue the refund job. The same request key again
+    returns (the first refund, False): a request refunds once, whatever Redis says."""
     requester = require_perm(requested_by, "payments.request_refund", "request refunds")
-    return _refund_create(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requester)
+    return _refund_create(
+        payment=payment, amount_minor=amount_minor, reason=reason, requested_by=requester, request_key=request_key
+    )
 
 
 def _refund_create(
-    *, payment: Payment, amount_minor: int, reason: str, requested_by: User, audit_details: dict[str, str] | None = None
-) -> Refund:
+    *,
+    payment: Payment,
+    amount_minor: int,
+    reason: str,
+    requested_by: User,
+    request_key: str,
+    audit_details: dict[str, str] | None = None,
+) -> tuple[Refund, bool]:
     """The checks and writes every refund request shares, once its requester is authorised."""
+    request_key = require_request_key(request_key)
     reason = require_reason(reason, "refund")
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
         raise PaymentError({"amount_minor": ["The refund amount must be a whole number of minor units."]})
     with transaction.atomic():
         payment = payment_lock(payment.pk)
+        # Under the payment's lock: a concurrent post of the same request waits here, then
+        # finds the refund the first one made (the unique constraint backs this up).
+        earlier = payment.refunds.filter(request_key=request_key).first()
+        if earlier is not None:
+            return earlier, False
         if payment.status == PaymentStatus.UNKNOWN:
             raise PaymentError("not refundable until its outcome is resolved (it is unknown)", code="wrong_status")
         if not payment.is_captured() or payment.status == PaymentStatus.REFUNDED:
@@ -92,6 +109,7 @@ def _refund_create(
             reason=reason,
             requested_by=requested_by,
             needs_approval=needs_approval,
+            request_key=request_key,
         )
         event_record(refund, from_status="", actor=requested_by, reason=reason)
         audit_record(
@@ -107,7 +125,7 @@ def _refund_create(
                 refund, "approve", actor_label="system", reason="below the approval threshold: approved automatically"
             )
             _enqueue_refund(refund, actor=requested_by)
-    return refund
+    return refund, True
 
 
 def refund_approve(*, refund: Refund, approver: Actor, note: str = "") -> Refund:
@@ -186,9 +204,11 @@ def refund_result_apply(*, refund_id: int, result: RefundResult) -> Refund:
     return refund
 
 
-def refund_request_by_merchant(*, payment: Payment, amount_minor: int, reason: str, requested_by: Actor) -> Refund:
-    """A merchant's owner asks to refund one of the merchant's payments: the same locked checks
-    and approval threshold as staff requests (a large one waits for a staff approver)."""
+def refund_request_by_merchant(
+    *, payment: Payment, amount_minor: int, reason: str, requested_by: Actor, request_key: str
+) -> tuple[Refund, bool]:
+    """A merchant's owner asks to refund one of the merchant's payments: the same locked checks,
+    approval threshold (a large one waits for a staff approver) and request key as staff requests."""
     if not (
         isinstance(requested_by, User)
         and requested_by.pk
@@ -204,5 +224,6 @@ def refund_request_by_merchant(*, payment: Payment, amount_minor: int, reason: s
         amount_minor=amount_minor,
         reason=reason,
         requested_by=requested_by,
+        request_key=request_key,
         audit_details={"via": "merchant portal"},
     )

@@ -10,15 +10,23 @@ from payments.errors import PaymentError
 from payments.models import Payment, SettlementRequest
 from payments.services.common import lock_for_second_person, payment_lock, require_perm, status_transition, wrong_status
 from payments.states import AttemptOutcome, PaymentStatus, SettlementStatus
-from payments.validators import require_reason
+from payments.validators import require_reason, require_request_key
 
 
 def settlement_request(
-    *, payment: Payment, settle_as: str, reason: str, requested_by: Actor, gateway_reference: str = ""
-) -> SettlementRequest:
+    *,
+    payment: Payment,
+    settle_as: str,
+    reason: str,
+    requested_by: Actor,
+    request_key: str,
+    gateway_reference: str = "",
+) -> tuple[SettlementRequest, bool]:
     """Ask to settle an unknown payment as succeeded (with the processor's charge reference,
-    which later refunds need) or failed; nothing changes until a second person approves."""
+    which later refunds need) or failed; nothing changes until a second person approves.
+    The same request key again returns (the first request, False)."""
     requester = require_perm(requested_by, "payments.request_settlement", "ask for manual settlements")
+    request_key = require_request_key(request_key)
     reason = require_reason(reason, "settle a payment by hand")
     if settle_as not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
         raise PaymentError({"settle_as": ["Choose succeeded or failed."]}, code="settle_as")
@@ -32,6 +40,9 @@ def settlement_request(
         raise PaymentError({"gateway_reference": ["The reference is longer than 100 characters."]})
     with transaction.atomic():
         payment = payment_lock(payment.pk)
+        earlier = payment.settlement_requests.filter(request_key=request_key).first()
+        if earlier is not None:
+            return earlier, False
         if payment.status != PaymentStatus.UNKNOWN:
             raise wrong_status(payment, "unknown")
         if payment.settlement_requests.filter(status=SettlementStatus.REQUESTED).exists():
@@ -41,6 +52,7 @@ def settlement_request(
             settle_as=settle_as,
             reason=reason,
             requested_by=requester,
+            request_key=request_key,
             gateway_reference=gateway_reference if settle_as == PaymentStatus.SUCCEEDED else "",
         )
         audit_record(
@@ -50,7 +62,7 @@ def settlement_request(
             reason=reason,
             details={"settle_as": settle_as},
         )
-    return settlement
+    return settlement, True
 
 
 def settlement_approve(*, settlement: SettlementRequest, approver: Actor, note: str = "") -> SettlementRequest:

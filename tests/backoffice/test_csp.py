@@ -45,7 +45,7 @@ def test_admin_pages_have_a_strict_policy_and_nothing_inline(admin_client, admin
     merchant = MerchantFactory()
     payment = services.payment_create(
         merchant=merchant, amount_minor=1250, currency="EUR", payment_method="tok_success", idempotency_key="csp-1"
-    )
+    )[0]
     payment = payment[0] if isinstance(payment, tuple) else payment
     urls = [reverse("admin:index"), reverse("admin:payments_payment_change", args=[payment.pk])]
     request = rf.get("/")
@@ -67,7 +67,7 @@ def test_portal_pages_have_a_strict_policy_and_nothing_inline(db):
     Membership.objects.create(user=user, merchant=merchant, role=Membership.Role.OWNER)
     payment = services.payment_create(
         merchant=merchant, amount_minor=1250, currency="EUR", payment_method="tok_success", idempotency_key="csp-2"
-    )
+    )[0]
     payment = payment[0] if isinstance(payment, tuple) else payment
     check_page(Client(), "/merchant/login/")
     check_page(Client(), "/merchant/password-reset/")

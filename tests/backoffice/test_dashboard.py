@@ -14,7 +14,7 @@ from backoffice.models import Figure, Job, JobStatus
 from payments import services
 from payments.figures import PAYMENT_SERIES, payment_figures_refresh
 from payments.jobs import process_payment
-from payments.models import Payment
+from payments.models import Payment, new_request_key
 from payments.states import PaymentStatus
 from tests.factories import UserFactory
 
@@ -84,7 +84,9 @@ def test_approver_sees_refunds_awaiting_their_approval_not_their_own(client, app
     payment = make_payment(amount_minor=5000)
     process_payment(payment.pk)
     payment.refresh_from_db()
-    services.refund_request(payment=payment, amount_minor=1000, reason="damaged", requested_by=finance)
+    services.refund_request(
+        payment=payment, amount_minor=1000, reason="damaged", requested_by=finance, request_key=new_request_key("test")
+    )
 
     items = attention(home(client, approver))
 

@@ -8,7 +8,7 @@ from backoffice.runner import run_job
 from backoffice.sweeper import jobs_sweep
 from payments import services
 from payments.jobs import process_payment
-from payments.models import Refund
+from payments.models import Refund, new_request_key
 from payments.selectors import refund_remaining_minor
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import UserFactory
@@ -37,7 +37,13 @@ def test_a_worker_sends_refunds_of_every_gateway_outcome_once(make_payment, star
     payment = make_payment(amount_minor=100_00)
     process_payment(payment.pk)
     refunds = [
-        services.refund_request(payment=payment, amount_minor=amount, reason=f"e2e {amount}", requested_by=finance)
+        services.refund_request(
+            payment=payment,
+            amount_minor=amount,
+            reason=f"e2e {amount}",
+            requested_by=finance,
+            request_key=new_request_key("test"),
+        )[0]
         for amount in OUTCOMES
     ]
     start_worker("payments")

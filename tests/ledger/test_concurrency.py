@@ -8,7 +8,7 @@ from ledger import services
 from ledger.models import Entry, Payout
 from ledger.states import AccountKind, Cause
 from payments import services as payment_services
-from payments.models import Refund
+from payments.models import Refund, new_request_key
 from tests.ledger.conftest import balances
 from tests.payments.test_concurrency import race
 
@@ -27,8 +27,12 @@ def test_refunds_racing_a_payout_never_let_the_payout_overdraw(captured, merchan
         if i == 0:
             return services.payouts_run_daily(day=date(2026, 12, 1))
         return payment_services.refund_request(
-            payment=payments[i - 1], amount_minor=60_00, reason="race", requested_by=ledger_finance
-        )
+            payment=payments[i - 1],
+            amount_minor=60_00,
+            reason="race",
+            requested_by=ledger_finance,
+            request_key=new_request_key("test"),
+        )[0]
 
     results = race(4, act)
     assert not [r for r in results if isinstance(r, Exception)], results

@@ -13,6 +13,7 @@ from ledger.selectors import drift_check_run, merchant_balances
 from ledger.states import AccountKind, Cause
 from payments import services as payment_services
 from payments.jobs import process_payment
+from payments.models import new_request_key
 from payments.states import RefundStatus
 from tests.factories import MerchantFactory
 from tests.ledger.conftest import balances, run_refund_jobs
@@ -110,8 +111,12 @@ def test_a_refund_reserves_then_sends_and_the_fee_is_kept(captured, merchant, le
     payment = captured(amount_minor=100_00)
     funds = CapturedFunds.objects.get(payment=payment)
     refund = payment_services.refund_request(
-        payment=payment, amount_minor=30_00, reason="r", requested_by=ledger_finance
-    )
+        payment=payment,
+        amount_minor=30_00,
+        reason="r",
+        requested_by=ledger_finance,
+        request_key=new_request_key("test"),
+    )[0]
     assert balances(merchant)[K.RESERVED] == 30_00 and balances(merchant)[K.AVAILABLE] == -30_00
     assert run_refund_jobs(refund).status == RefundStatus.SUCCEEDED
     assert balances(merchant) == {
@@ -129,8 +134,12 @@ def test_a_refund_reserves_then_sends_and_the_fee_is_kept(captured, merchant, le
 def test_a_declined_refund_returns_its_reserve(captured, merchant, ledger_finance):
     payment = captured()
     refund = payment_services.refund_request(
-        payment=payment, amount_minor=30_13, reason="r", requested_by=ledger_finance
-    )
+        payment=payment,
+        amount_minor=30_13,
+        reason="r",
+        requested_by=ledger_finance,
+        request_key=new_request_key("test"),
+    )[0]
     assert run_refund_jobs(refund).status == RefundStatus.FAILED
     assert balances(merchant)[K.AVAILABLE] == 0 and balances(merchant)[K.RESERVED] == 0
     assert list(Transaction.objects.filter(refund=refund).values_list("cause", flat=True).order_by("id")) == [
@@ -142,8 +151,12 @@ def test_a_declined_refund_returns_its_reserve(captured, merchant, ledger_financ
 def test_a_rejected_refund_returns_its_reserve(captured, merchant, ledger_finance, ledger_approver, settings):
     settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "1"}
     refund = payment_services.refund_request(
-        payment=captured(), amount_minor=50_00, reason="r", requested_by=ledger_finance
-    )
+        payment=captured(),
+        amount_minor=50_00,
+        reason="r",
+        requested_by=ledger_finance,
+        request_key=new_request_key("test"),
+    )[0]
     assert balances(merchant)[K.RESERVED] == 50_00
     payment_services.refund_reject(refund=refund, approver=ledger_approver, note="no")
     assert balances(merchant)[K.RESERVED] == 0 and balances(merchant)[K.AVAILABLE] == 0

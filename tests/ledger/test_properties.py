@@ -20,7 +20,7 @@ from ledger.selectors import DRIFT_SQL, UNBALANCED_SQL
 from ledger.states import AccountKind, Cause, PayoutStatus
 from payments import services as payment_services
 from payments.jobs import process_payment
-from payments.models import Payment, Refund
+from payments.models import Payment, Refund, new_request_key
 from payments.states import CAPTURED, PaymentStatus, RefundStatus
 from tests.factories import MerchantFactory, UserFactory
 from tests.ledger.conftest import run_refund_jobs
@@ -57,7 +57,7 @@ class LedgerMachine(RuleBasedStateMachine):
             currency=currency,
             payment_method=token,
             idempotency_key=self._key(),
-        )
+        )[0]
         process_payment(payment.pk)
         payment.refresh_from_db()
         self.payment_ids.append(payment.pk)
@@ -77,7 +77,8 @@ class LedgerMachine(RuleBasedStateMachine):
             reason="seen on the processor's dashboard",
             gateway_reference="ch_by_hand" if succeeded else "",
             requested_by=UserFactory(username="prop-operator", roles=["Operators"]),
-        )
+            request_key=new_request_key("test"),
+        )[0]
         payment_services.settlement_approve(settlement=settlement, approver=self.approver)
 
     @precondition(lambda self: self.payment_ids)
@@ -89,8 +90,12 @@ class LedgerMachine(RuleBasedStateMachine):
             amount = amount - amount % 100 + 13 if amount >= 113 else amount
         try:
             refund = payment_services.refund_request(
-                payment=payment, amount_minor=amount, reason="customer asked", requested_by=self.finance
-            )
+                payment=payment,
+                amount_minor=amount,
+                reason="customer asked",
+                requested_by=self.finance,
+                request_key=new_request_key("test"),
+            )[0]
         except ValidationError:
             return
         self.refund_ids.append(refund.pk)

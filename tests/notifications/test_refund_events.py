@@ -9,6 +9,7 @@ from backoffice.runner import run_job
 from notifications.models import Notification
 from payments import services
 from payments.jobs import process_payment
+from payments.models import new_request_key
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +23,13 @@ def test_refund_outcome_is_sent_to_webhooks_only(make_payment, endpoint, amount,
     payment = make_payment(amount_minor=100_00)
     process_payment(payment.pk)
     finance = UserFactory(username="refunder", roles=["Finance"])
-    refund = services.refund_request(payment=payment, amount_minor=amount, reason="returned", requested_by=finance)
+    refund = services.refund_request(
+        payment=payment,
+        amount_minor=amount,
+        reason="returned",
+        requested_by=finance,
+        request_key=new_request_key("test"),
+    )[0]
     for job in Job.objects.filter(func=services.REFUND_JOB, status=JobStatus.PENDING):
         run_job(str(job.pk))
     sent = Notification.objects.get(event_type=event_type)

@@ -7,7 +7,7 @@ from django.test import Client
 from backoffice.models import AuditEntry, Job, JobStatus
 from payments import services
 from payments.jobs import process_payment
-from payments.models import Payment, Refund
+from payments.models import Payment, Refund, new_request_key
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import UserFactory
 
@@ -82,7 +82,13 @@ def refund_awaiting(make_payment, settings):
     payment = make_payment(amount_minor=4200)
     process_payment(payment.pk)
     payment.refresh_from_db()
-    return services.refund_request(payment=payment, amount_minor=4200, reason="parcel lost", requested_by=finance)
+    return services.refund_request(
+        payment=payment,
+        amount_minor=4200,
+        reason="parcel lost",
+        requested_by=finance,
+        request_key=new_request_key("test"),
+    )[0]
 
 
 def test_approve_button_shows_merchant_amount_requester_and_reason_then_approves(refund_awaiting):

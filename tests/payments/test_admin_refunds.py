@@ -6,10 +6,10 @@ from django.contrib.admin import helpers
 from backoffice.models import AuditEntry
 from payments import services
 from payments.jobs import process_payment
-from payments.models import Refund, SettlementRequest
+from payments.models import Refund, SettlementRequest, new_request_key
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import UserFactory
-from tests.helpers import action_choices, logged_in, messages_of
+from tests.helpers import action_choices, logged_in, messages_of, shown_hidden_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -33,9 +33,11 @@ def paid(captured):
 
 
 def post(client, url, action, objects, **data):
-    return client.post(
-        url, {"action": action, helpers.ACTION_CHECKBOX_NAME: [str(obj.pk) for obj in objects], **data}, follow=True
-    )
+    selected = {"action": action, helpers.ACTION_CHECKBOX_NAME: [str(obj.pk) for obj in objects]}
+    if data.get("post") == "yes":
+        # As a browser does: the confirmation page first, then its form with its hidden fields.
+        data = {**shown_hidden_fields(client.post(url, selected)), **data}
+    return client.post(url, {**selected, **data}, follow=True)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,13 @@ def test_forged_refund_posts_are_refused(users, paid, role):
 @pytest.fixture
 def big_refund(users, paid, settings):
     settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
-    return services.refund_request(payment=paid, amount_minor=80_00, reason="big", requested_by=users["Finance"])
+    return services.refund_request(
+        payment=paid,
+        amount_minor=80_00,
+        reason="big",
+        requested_by=users["Finance"],
+        request_key=new_request_key("test"),
+    )[0]
 
 
 def test_awaiting_my_approval_lists_what_others_asked(users, big_refund):
@@ -123,7 +131,9 @@ def test_approver_approves_and_the_refund_job_is_queued(users, big_refund):
 def test_the_requester_cannot_approve_their_own_refund(users, paid, settings):
     settings.PAYMENTS_REFUND_APPROVAL_THRESHOLD = {"default": "50"}
     both = UserFactory(username="finance-and-approver", roles=["Finance", "Approvers"])
-    refund = services.refund_request(payment=paid, amount_minor=80_00, reason="big", requested_by=both)
+    refund = services.refund_request(
+        payment=paid, amount_minor=80_00, reason="big", requested_by=both, request_key=new_request_key("test")
+    )[0]
     page = post(logged_in(both), REFUNDS_URL, "approve", [refund], post="yes", note="me")
     assert "second person" in page.content.decode()
     refund.refresh_from_db()

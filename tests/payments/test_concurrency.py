@@ -8,7 +8,7 @@ from django.db import connection
 
 from payments import services
 from payments.jobs import process_payment
-from payments.models import Payment, PaymentAttempt, PaymentEvent, SimulatedGatewayRecord
+from payments.models import Payment, PaymentAttempt, PaymentEvent, SimulatedGatewayRecord, new_request_key
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.needs_postgres]
 
@@ -43,7 +43,7 @@ def test_double_submit_with_one_key_creates_one_payment(merchant):
             currency="EUR",
             payment_method="tok_success",
             idempotency_key="double-click",
-        ).pk
+        )[0].pk
 
     results = race(6, submit)
     assert all(isinstance(result, int) for result in results), results
@@ -59,7 +59,7 @@ def test_one_key_with_different_amounts_at_once_keeps_one_payment(merchant):
             currency="EUR",
             payment_method="tok_success",
             idempotency_key="racy",
-        ).pk
+        )[0].pk
 
     results = race(6, submit)
     assert Payment.objects.count() == 1
@@ -91,7 +91,13 @@ def test_concurrent_refunds_never_exceed_the_capture(make_payment):
     staff = [UserFactory(username=f"finance-{i}", roles=["Finance"]) for i in range(5)]
 
     def refund(i):
-        return services.refund_request(payment=payment, amount_minor=30_00, reason="race", requested_by=staff[i])
+        return services.refund_request(
+            payment=payment,
+            amount_minor=30_00,
+            reason="race",
+            requested_by=staff[i],
+            request_key=new_request_key("test"),
+        )[0]
 
     results = race(5, refund)
     granted = [result for result in results if isinstance(result, Refund)]

@@ -12,6 +12,7 @@ from ledger.models import Price
 from payments import services
 from payments.exports import neutralise
 from payments.jobs import process_payment, refund_payment
+from payments.models import new_request_key
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -36,7 +37,9 @@ def refunded_payment(make_payment, merchant):
     payment = make_payment(amount_minor=10_00, merchant_reference='=HYPERLINK("http://evil")')
     process_payment(payment.pk)
     payment.refresh_from_db()
-    refund = services.refund_request(payment=payment, amount_minor=2_50, reason="+1 item", requested_by=finance)
+    refund = services.refund_request(
+        payment=payment, amount_minor=2_50, reason="+1 item", requested_by=finance, request_key=new_request_key("test")
+    )[0]
     refund_payment(refund.pk)
     payment.refresh_from_db()
     return payment

@@ -14,7 +14,7 @@ from backoffice.runner import run_job
 from ledger.models import Price
 from payments import services
 from payments.jobs import refund_payment
-from payments.models import Export, Payment
+from payments.models import Export, Payment, new_request_key
 from payments.states import PaymentStatus
 from tests.factories import PaymentFactory, UserFactory
 from tests.helpers import logged_in, merchant_user, url
@@ -34,8 +34,12 @@ def refunded(captured, merchant, owner):
     Price.objects.create(merchant=merchant, currency="EUR", rate_bps=290, fixed_minor=30)
     payment = captured(merchant_reference="=2+3")
     refund = services.refund_request_by_merchant(
-        payment=payment, amount_minor=40_00, reason="customer changed their mind", requested_by=owner
-    )
+        payment=payment,
+        amount_minor=40_00,
+        reason="customer changed their mind",
+        requested_by=owner,
+        request_key=new_request_key("test"),
+    )[0]
     refund_payment(refund.pk)
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
@@ -56,8 +60,12 @@ def test_refunds_export_holds_the_refunds_of_the_listed_payments_without_staff_c
     owner_client, refunded, other_payment, make_payment
 ):
     theirs = services.refund_request(
-        payment=other_payment, amount_minor=1_00, reason="r", requested_by=UserFactory(roles=["Finance"])
-    )
+        payment=other_payment,
+        amount_minor=1_00,
+        reason="r",
+        requested_by=UserFactory(roles=["Finance"]),
+        request_key=new_request_key("test"),
+    )[0]
     rows = csv_dicts(owner_client.get(url("export", "refunds", "csv")))
 
     assert [row["payment"] for row in rows] == [refunded.public_id]

@@ -4,7 +4,7 @@ from django.test import override_settings
 from backoffice.models import AuditEntry, Job
 from payments import services
 from payments.errors import PaymentError
-from payments.models import Membership, Refund
+from payments.models import Membership, Refund, new_request_key
 from payments.states import PaymentStatus, RefundStatus
 from tests.factories import PaymentFactory, UserFactory
 from tests.helpers import merchant_user, url
@@ -31,7 +31,9 @@ def post_refund(client, payment, form=None, **data):
 
 def test_refund_form_defaults_to_what_remains(owner_client, owner, captured):
     payment = captured(amount_minor=100_00)
-    services.refund_request_by_merchant(payment=payment, amount_minor=30_00, reason="first", requested_by=owner)
+    services.refund_request_by_merchant(
+        payment=payment, amount_minor=30_00, reason="first", requested_by=owner, request_key=new_request_key("test")
+    )
     form = refund_form(owner_client, payment)
     assert form["amount"].value() == "70.00"
     assert "70.00 EUR remains refundable" in form.fields["amount"].help_text
@@ -122,7 +124,9 @@ def test_refund_needs_a_reason(owner_client, captured):
 def test_refund_racing_another_refund_gets_the_service_error_on_the_field(owner_client, owner, captured):
     payment = captured(amount_minor=100_00)
     form = refund_form(owner_client, payment)  # shows 100.00 remaining
-    services.refund_request_by_merchant(payment=payment, amount_minor=60_00, reason="other tab", requested_by=owner)
+    services.refund_request_by_merchant(
+        payment=payment, amount_minor=60_00, reason="other tab", requested_by=owner, request_key=new_request_key("test")
+    )
     response = post_refund(owner_client, payment, form=form, amount="50.00")
     assert response.status_code == 200
     assert "more than the 40.00 EUR that remains refundable" in " ".join(response.context["form"].errors["amount"])
@@ -162,11 +166,15 @@ def test_merchant_refund_service_needs_an_owner_of_that_merchant(captured, membe
     staff = UserFactory(username="fiona-finance", roles=["Finance"])
     for user in (member, stranger, staff):
         with pytest.raises(PaymentError, match="Only an owner"):
-            services.refund_request_by_merchant(payment=payment, amount_minor=100, reason="r", requested_by=user)
+            services.refund_request_by_merchant(
+                payment=payment, amount_minor=100, reason="r", requested_by=user, request_key=new_request_key("test")
+            )
     owner.is_active = False
     owner.save()
     with pytest.raises(PaymentError, match="Only an owner"):
-        services.refund_request_by_merchant(payment=payment, amount_minor=100, reason="r", requested_by=owner)
+        services.refund_request_by_merchant(
+            payment=payment, amount_minor=100, reason="r", requested_by=owner, request_key=new_request_key("test")
+        )
     assert not Refund.objects.exists()
 
 
@@ -176,20 +184,30 @@ def test_merchant_refund_service_refuses_for_an_inactive_merchant(captured, owne
     merchant.save()
     payment.refresh_from_db()
     with pytest.raises(PaymentError):
-        services.refund_request_by_merchant(payment=payment, amount_minor=100, reason="r", requested_by=owner)
+        services.refund_request_by_merchant(
+            payment=payment, amount_minor=100, reason="r", requested_by=owner, request_key=new_request_key("test")
+        )
 
 
 def test_merchant_owner_needs_no_staff_permission_and_staff_refunds_still_need_it(captured, owner):
     payment = captured()
     Membership.objects.filter(user=owner).update(role=Membership.Role.OWNER)
-    refund = services.refund_request_by_merchant(payment=payment, amount_minor=100, reason="r", requested_by=owner)
+    refund = services.refund_request_by_merchant(
+        payment=payment, amount_minor=100, reason="r", requested_by=owner, request_key=new_request_key("test")
+    )[0]
     assert refund.status == RefundStatus.APPROVED
     with pytest.raises(PaymentError, match="permission"):
-        services.refund_request(payment=payment, amount_minor=100, reason="r", requested_by=owner)
+        services.refund_request(
+            payment=payment, amount_minor=100, reason="r", requested_by=owner, request_key=new_request_key("test")
+        )
 
 
 def test_merchant_refunds_share_the_remaining_amount_check(captured, owner):
     payment = captured(amount_minor=10_00)
-    services.refund_request_by_merchant(payment=payment, amount_minor=10_00, reason="all", requested_by=owner)
+    services.refund_request_by_merchant(
+        payment=payment, amount_minor=10_00, reason="all", requested_by=owner, request_key=new_request_key("test")
+    )
     with pytest.raises(PaymentError, match="remains refundable"):
-        services.refund_request_by_merchant(payment=payment, amount_minor=1, reason="more", requested_by=owner)
+        services.refund_request_by_merchant(
+            payment=payment, amount_minor=1, reason="more", requested_by=owner, request_key=new_request_key("test")
+        )

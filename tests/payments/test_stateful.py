@@ -15,7 +15,7 @@ from backoffice.models import Job, JobStatus
 from backoffice.runner import run_job
 from payments import services
 from payments.jobs import process_payment, recover_payment
-from payments.models import Payment, Refund, SimulatedGatewayRecord
+from payments.models import Payment, Refund, SimulatedGatewayRecord, new_request_key
 from payments.states import (
     REFUND_HOLDING,
     REFUND_TRANSITIONS,
@@ -57,7 +57,7 @@ class PaymentMachine(RuleBasedStateMachine):
                 currency="EUR",
                 payment_method=token,
                 idempotency_key=f"{id(self)}-{key}",
-            )
+            )[0]
         except ValidationError:
             assert self.keys[key] != (token, amount), "the same parameters must return the first payment"
             return
@@ -111,7 +111,13 @@ class PaymentMachine(RuleBasedStateMachine):
     def request_refund(self, index, amount, by):
         payment, requester = self._pick(index), self.staff[by]
         try:
-            services.refund_request(payment=payment, amount_minor=amount, reason="returned", requested_by=requester)
+            services.refund_request(
+                payment=payment,
+                amount_minor=amount,
+                reason="returned",
+                requested_by=requester,
+                request_key=new_request_key("test"),
+            )
         except ValidationError:
             pass
 

@@ -19,7 +19,7 @@ from django.test import override_settings
 from backoffice.models import Job
 from backoffice.services import job_cancel
 from payments import services
-from payments.models import Merchant, Payment
+from payments.models import Merchant, Payment, new_request_key
 from payments.states import PaymentStatus
 
 AMOUNTS = {"EUR": (500, 250_00), "JPY": (300, 90_000), "KWD": (1_000, 95_000)}
@@ -87,7 +87,7 @@ class Command(BaseCommand):
                 merchant_reference=f"ORD-{rng.randint(10000, 99999)}",
                 customer_email=f"customer{rng.randint(1, 500)}@shopper.example",
                 description="Demo traffic",
-            )
+            )[0]
             if orphan:
                 # Its job canceled before commit: a pending payment with no live job ("Process now").
                 for job in Job.objects.filter(object_id=str(payment.pk), func=services.PROCESS_JOB):
@@ -103,7 +103,11 @@ class Command(BaseCommand):
             # Above every threshold: waits for a second person (an approver).
             with override_settings(PAYMENTS_REFUND_APPROVAL_THRESHOLD={"default": "0.001"}):
                 services.refund_request(
-                    payment=payment, amount_minor=payment.amount_minor, reason="customer dispute", requested_by=finance
+                    payment=payment,
+                    amount_minor=payment.amount_minor,
+                    reason="customer dispute",
+                    requested_by=finance,
+                    request_key=new_request_key("demo"),
                 )
             return "refund awaiting approval"
         services.refund_request(
@@ -111,5 +115,6 @@ class Command(BaseCommand):
             amount_minor=max(1, payment.amount_minor // 4),
             reason="item returned",
             requested_by=finance,
+            request_key=new_request_key("demo"),
         )
         return "refund"

@@ -14,7 +14,7 @@ from backoffice.models import Job, JobStatus
 from backoffice.runner import run_job
 from payments import services
 from payments.figures import payment_figures_refresh
-from payments.models import Membership, Merchant, Payment
+from payments.models import Membership, Merchant, Payment, new_request_key
 from payments.roles import ensure_roles
 
 MERCHANTS = [
@@ -110,7 +110,11 @@ class Command(BaseCommand):
         with override_settings(PAYMENTS_REFUND_APPROVAL_THRESHOLD={"default": "0.001"}):
             for payment in succeeded[15:18]:  # waiting for an approver
                 services.refund_request(
-                    payment=payment, amount_minor=payment.amount_minor, reason="customer dispute", requested_by=finance
+                    payment=payment,
+                    amount_minor=payment.amount_minor,
+                    reason="customer dispute",
+                    requested_by=finance,
+                    request_key=new_request_key("demo"),
                 )
         logins += self._portal_users(merchants[0])
         payment_figures_refresh(days=32)
@@ -156,7 +160,13 @@ class Command(BaseCommand):
 
     def _refund(self, payment, amount_minor, finance, reason):
         with override_settings(PAYMENTS_REFUND_APPROVAL_THRESHOLD={"default": "1000000000"}):
-            services.refund_request(payment=payment, amount_minor=amount_minor, reason=reason, requested_by=finance)
+            services.refund_request(
+                payment=payment,
+                amount_minor=amount_minor,
+                reason=reason,
+                requested_by=finance,
+                request_key=new_request_key("demo"),
+            )
         for job in Job.objects.filter(func=services.REFUND_JOB, status__in=NOT_STARTED):
             run_job(str(job.pk))
 
@@ -173,7 +183,7 @@ class Command(BaseCommand):
             merchant_reference=f"ORD-{rng.randint(10000, 99999)}",
             customer_email=f"customer{rng.randint(1, 500)}@shopper.example",
             description="Demo order",
-        )
+        )[0]
 
     def _processed_payment(self, rng, merchants, currencies, token) -> Payment:
         """Create and process at once with the real runner, as a worker would."""
