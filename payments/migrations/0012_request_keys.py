@@ -19,7 +19,7 @@ def backfill_request_keys(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("payments", "0010_search_indexes")]
+    dependencies = [("payments", "0011_search_prefixes")]
 
     operations = [
         migrations.AddField(
