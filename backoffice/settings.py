@@ -262,7 +262,7 @@ LEDGER_PAYOUT_APPROVAL_THRESHOLD = env.dict(
     "LEDGER_PAYOUT_APPROVAL_THRESHOLD",
     default={"EUR": "10000", "USD": "11000", "GBP": "9000", "JPY": "1600000", "KWD": "3400", "default": "10000"},
 )
-# When `rqcron ledger.cron` (the Procfile's ledger line) runs the daily payouts (cron syntax, the server's time zone).
+# When the sweeper process (ledger/cron.py) runs the daily payouts (cron syntax, Django's time zone).
 LEDGER_PAYOUTS_CRON = env.str("LEDGER_PAYOUTS_CRON", default="0 6 * * *")
 LEDGER_RELEASE_INTERVAL_SECONDS = env.int("LEDGER_RELEASE_INTERVAL_SECONDS", default=600)
 LEDGER_DRIFT_CHECK_CRON = env.str("LEDGER_DRIFT_CHECK_CRON", default="30 5 * * *")

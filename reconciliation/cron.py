@@ -1,13 +1,13 @@
-"""Periodic jobs of reconciliation: `manage.py rqcron reconciliation.cron` (the Procfile's
-`reconcile` line; run one)."""
+"""Periodic jobs of reconciliation, run by the sweeper process (`manage.py run_sweeper`) in its
+own loop at RECONCILIATION_FETCH_CRON, so no backlog on a queue delays them."""
 
 from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
-from rq import cron
 
 from backoffice.models import Job, JobStatus
+from backoffice.periodic import CronSchedule, register_periodic
 from backoffice.runner import close_broken_or_expired_db_connections
 from backoffice.services import job_enqueue
 from reconciliation.models import SettlementFile
@@ -37,11 +37,9 @@ def fetch_reports_periodic() -> str:
     return f"fetch queued for {', '.join(queued) or 'no day'}"
 
 
-cron.register(
-    fetch_reports_periodic,
-    queue_name="default",
-    cron=settings.RECONCILIATION_FETCH_CRON,
-    job_timeout=120,
-    result_ttl=3600,
-    name="fetch_settlement_reports",
-)
+def register() -> None:
+    register_periodic(
+        CronSchedule(fetch_reports_periodic, settings.RECONCILIATION_FETCH_CRON),
+        interval_seconds=30,
+        name="reconciliation_fetch_reports",
+    )

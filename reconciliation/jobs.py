@@ -5,6 +5,7 @@ from datetime import date
 from django.utils import timezone
 
 from reconciliation.fetch import settlement_report_fetch
+from reconciliation.home import open_exceptions_refresh
 from reconciliation.matching import match_day
 from reconciliation.models import Discrepancy, DiscrepancyStatus, MatchingRun
 from reconciliation.services import matching_enqueue
@@ -18,6 +19,7 @@ def match_processor_day(*, run_id: int) -> dict:
     run.summary = {"lines": progress.total, "open": open_entries.count()}
     run.finished_at = timezone.now()
     run.save(update_fields=["summary", "finished_at"])
+    open_exceptions_refresh()  # the dashboard's chart shows the run at once
     return run.summary
 
 
