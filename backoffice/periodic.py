@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from croniter import croniter
+from croniter import croniter  # type: ignore[import-untyped]  # (no stubs; it comes with rq)
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
