@@ -13,7 +13,7 @@ from typing import cast
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 
-LOOKAHEAD_PAGES = 10
+LOOKAHEAD_PAGES = 3
 
 
 class CappedPaginator(Paginator):

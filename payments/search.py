@@ -4,7 +4,7 @@ index instead of every row of several columns (Django's `search_fields` runs
 
 | the term looks like | searched | index |
 |---|---|---|
-| a payment id (`pay_…`) | `public_id`: equal when whole, else starts with | unique / `varchar_pattern_ops` |
+| a payment id (`pay_…`) | `public_id`: equal when whole, else starts with | Django's `_like` index |
 | a refund id (`re_…`) | its payment (or the refund, in the refunds list) | unique / pattern |
 | a whole e-mail address | `customer_email`, equal ignoring case | btree on UPPER() |
 | part of an e-mail or a domain (`@`, `shop.example`) | `customer_email` contains | pg_trgm GIN |

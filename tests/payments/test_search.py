@@ -143,7 +143,7 @@ def test_portal_search_stays_within_the_merchant(owner_client, shop, other_merch
         ("ann@shop.example", "payment_email_upper"),
         ("ORD-47", "payment_reference_prefix"),  # some references start with it
         ("RD-47", "payment_reference_trgm"),  # none does: contains
-        ("pay_Ab3", "payment_public_id_prefix"),
+        ("pay_Ab3", "payments_payment_public_id_0c37c47c_like"),
         ("sim_ch_ab", "attempt_gateway_ref"),
     ],
 )
