@@ -16,7 +16,6 @@ what it made.
 """
 
 import argparse
-import io
 import os
 import resource
 import sys
@@ -63,10 +62,21 @@ def seed(batch: Batch, rows: int) -> None:
         cursor.execute("ANALYZE payments_payment; ANALYZE payments_paymentattempt")
 
 
+class _Discard:
+    """COPY's output counted and dropped: kept in memory it would set the peak the export is judged by."""
+
+    def __init__(self):
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        return len(data)
+
+
 def copy_baseline(batch: Batch) -> float:
     from django.db import connection
 
-    sink = io.BytesIO()
+    sink = _Discard()
     started = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.copy_expert(
