@@ -7,7 +7,7 @@ BENCH_ARGS ?= --own-redis
 VOLUME_ARGS ?= --own-redis
 TRAFFIC ?= 1
 
-.PHONY: run test lint typecheck format bench bench-volume chaos migrations-check clean
+.PHONY: run test lint typecheck format bench bench-volume bench-screens chaos migrations-check clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -75,6 +75,15 @@ bench: $(VENV)/.installed
 CHAOS_ARGS ?=
 chaos: $(VENV)/.installed
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
+# Every admin and portal screen at 10k and 1M payments (loaded once into <db>_screens_10k and
+# <db>_screens_1m on DATABASE_URL's server), medians of 7, interleaved; the table and ratios
+# (docs/benchmarks.md, "Screens at scale"). SCREENS_ARGS="--sizes 10000,100000" for a quick run.
+SCREENS_ARGS ?=
+bench-screens: $(VENV)/.installed
+	@if [ -z "$$DATABASE_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		export DATABASE_URL=postgres://postgres@127.0.0.1:5432/paydesk; fi; \
+	nice -n 10 $(PY) bench/screens.py $(SCREENS_ARGS)
 
 # Payments/s through the processor service over HTTP, batched against one payment per job
 # (docs/benchmarks.md, "Volume").
