@@ -15,7 +15,7 @@ from ledger.models import CapturedFunds
 from ledger.portal.views import payment_fee_section
 from payments.exports import register_payment_fee
 from payments.portal.sections import payment_page_sections
-from payments.signals import payment_status_changed, refund_status_changed
+from payments.signals import payment_status_changed, refund_status_changed, run_batched
 from payments.states import PaymentStatus, RefundStatus
 
 
@@ -25,7 +25,12 @@ def payment_status_changed_post(sender, *, payment, event, from_status, to_statu
     # From unknown with a person as actor: a manual settlement approved by a second person.
     settled_by_hand = from_status == PaymentStatus.UNKNOWN and event.actor_id is not None
     memo = f"capture of {payment.public_id} (manual settlement)" if settled_by_hand else ""
-    services.capture_post(payment=payment, memo=memo, posted_by=event.actor)
+    # A batch of payments (payments.batch, payments.bulk) posts its captures together.
+    run_batched(_captures_post, (payment, memo, event.actor))
+
+
+def _captures_post(captures: list) -> None:
+    services.capture_post_many(captures)
 
 
 def refund_status_changed_post(sender, *, refund, event, from_status, to_status, **kwargs) -> None:

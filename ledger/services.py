@@ -355,6 +355,99 @@ def capture_post(*, payment: Payment, memo: str = "", posted_by: Actor = None) -
     return posted
 
 
+def capture_post_many(captures: Sequence[tuple[Payment, str, Actor]]) -> None:
+    """capture_post for many payments (payment, memo, posted_by) in the caller's transaction:
+    the same transactions, entries, kept balances (in the given order) and captured funds as
+    one at a time, in a few statements per batch instead of nine per payment. A payment
+    already posted (its key) is skipped, as capture_post returns the first posting."""
+    if len(captures) == 1:
+        payment, memo, posted_by = captures[0]
+        capture_post(payment=payment, memo=memo, posted_by=posted_by)
+        return
+    groups = sorted({(payment.merchant_id, payment.currency) for payment, _, _ in captures})
+    with transaction.atomic(savepoint=False):
+        accounts = {group: _accounts(group[0], group[1], with_platform=True) for group in groups}
+        prices = {group: price_for(merchant=group[0], currency=group[1]) for group in groups}
+        delays = {merchant_id: _release_delay_days(merchant_id) for merchant_id in {m for m, _ in groups}}
+        postings = [_capture_lines(payment, accounts, prices) for payment, _, _ in captures]
+        # As _post: lock the kept accounts in id order, then check the keys.
+        kept_ids = sorted({account.pk for lines, _ in postings for account, _ in lines if account.keeps_balance})
+        locked = {a.pk: a for a in Account.objects.select_for_update().filter(pk__in=kept_ids).order_by("pk")}
+        keys = [f"capture:{payment.public_id}" for payment, _, _ in captures]
+        seen = set(Transaction.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True))
+        fresh = []
+        for (payment, memo, posted_by), (lines, fee), key in zip(captures, postings, keys, strict=True):
+            if key not in seen:
+                seen.add(key)
+                fresh.append((payment, memo, posted_by, lines, fee, key))
+        if not fresh:
+            return
+        posted = Transaction.objects.bulk_create(
+            [
+                Transaction(
+                    idempotency_key=key,
+                    cause=Cause.CAPTURE,
+                    memo=(memo or f"capture of {payment.public_id}")[:255],
+                    merchant_id=payment.merchant_id,
+                    payment=payment,
+                    posted_by=actor_user(posted_by),
+                )
+                for payment, memo, posted_by, _, _, key in fresh
+            ]
+        )
+        entries = []
+        for (_, _, _, lines, _, _), made in zip(fresh, posted, strict=True):
+            for account, amount in lines:
+                balance_after = None
+                if account.pk in locked:
+                    kept = locked[account.pk]
+                    kept.balance_minor += amount
+                    balance_after = kept.balance_minor
+                entries.append(
+                    Entry(
+                        transaction=made, account_id=account.pk, amount_minor=amount, balance_after_minor=balance_after
+                    )
+                )
+        Entry.objects.bulk_create(entries)
+        if locked:
+            Account.objects.bulk_update(locked.values(), ["balance_minor"])
+        now = timezone.now()
+        CapturedFunds.objects.bulk_create(
+            [
+                CapturedFunds(
+                    payment=payment,
+                    merchant_id=payment.merchant_id,
+                    currency=payment.currency,
+                    gross_minor=payment.amount_minor,
+                    fee_minor=fee.fee_minor,
+                    net_minor=payment.amount_minor - fee.fee_minor,
+                    rate_bps=fee.rate_bps,
+                    fixed_minor=fee.fixed_minor,
+                    capture=made,
+                    available_at=now + timedelta(days=delays[payment.merchant_id]),
+                    released_in=made if payment.amount_minor == fee.fee_minor else None,
+                )
+                for (payment, _, _, _, fee, _), made in zip(fresh, posted, strict=True)
+            ]
+        )
+
+
+def _capture_lines(payment: Payment, accounts: dict, prices: dict) -> tuple[list[Line], "Fee"]:
+    group = (payment.merchant_id, payment.currency)
+    rate_bps, fixed_minor = prices[group]
+    gross = payment.amount_minor
+    fee = Fee(rate_bps, fixed_minor, fee_compute(amount_minor=gross, rate_bps=rate_bps, fixed_minor=fixed_minor))
+    chosen = accounts[group]
+    lines = [
+        (chosen[K.PROCESSOR_RECEIVABLE], -gross),
+        (chosen[K.PENDING], gross - fee.fee_minor),
+        (chosen[K.FEE_REVENUE], fee.fee_minor),
+    ]
+    lines = [line for line in lines if line[1]]
+    _check_lines(lines)
+    return lines, fee
+
+
 def _refund_lines(refund: Refund, source: str, target: str) -> list[Line]:
     payment = refund.payment
     accounts = _accounts(payment.merchant_id, payment.currency, with_platform=True)

@@ -20,7 +20,7 @@ from backoffice.services import audit_record_many, job_enqueue_many
 from payments.models import Payment, PaymentEvent
 from payments.selectors import ACTIVE_JOB_STATUSES
 from payments.services import PROCESS_JOB
-from payments.signals import payment_status_changed
+from payments.signals import payment_status_changed, receivers_batched
 from payments.states import TRANSITIONS, PaymentStatus
 
 
@@ -66,12 +66,13 @@ def _transition_many(payments: list[Payment], name: str, *, actor: Actor, reason
         each={"payment_id": [payment.pk for payment in payments], "from_status": list(from_statuses.values())},
         same=same,
     )
-    for payment, event_id in zip(payments, event_ids, strict=True):
-        event = PaymentEvent(id=event_id, payment=payment, from_status=from_statuses[payment.pk], **same)
-        event.actor = user
-        payment_status_changed.send(
-            sender=Payment, payment=payment, event=event, from_status=from_statuses[payment.pk], to_status=target
-        )
+    with receivers_batched():  # receivers that can, do their work for all these payments at once
+        for payment, event_id in zip(payments, event_ids, strict=True):
+            event = PaymentEvent(id=event_id, payment=payment, from_status=from_statuses[payment.pk], **same)
+            event.actor = user
+            payment_status_changed.send(
+                sender=Payment, payment=payment, event=event, from_status=from_statuses[payment.pk], to_status=target
+            )
 
 
 def _enqueue_processing_many(payments: list[Payment], *, actor: Actor) -> None:
