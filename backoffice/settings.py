@@ -211,6 +211,10 @@ PAYMENTS_DEMO_INNER_GATEWAY = env.str("PAYMENTS_DEMO_INNER_GATEWAY", default="pa
 PAYMENTS_RECOVERY_SCHEDULE_SECONDS = env.list(
     "PAYMENTS_RECOVERY_SCHEDULE_SECONDS", cast=float, default=[10.0, 60.0, 300.0, 1800.0, 7200.0]
 )
+# A refund is sent again under its own key (the refund job's retries) until this many sends got
+# no clear answer; then it becomes unknown and is looked up on PAYMENTS_RECOVERY_SCHEDULE_SECONDS,
+# like a payment, and flagged for review after the last look. At most the job's max attempts.
+PAYMENTS_REFUND_SENDS = env.int("PAYMENTS_REFUND_SENDS", default=3)
 PAYMENTS_MAX_AMOUNT_MINOR = env.int("PAYMENTS_MAX_AMOUNT_MINOR", default=100_000_000)
 # Refunds at or above this amount (major units, per currency; "default" for the rest) need
 # a second staff member's approval. Example: "EUR=500,JPY=75000,default=500".
@@ -497,6 +501,11 @@ for _name in ("PROCESSOR_FEE_BPS", "PROCESSOR_FEE_FIXED_MINOR", "RECONCILIATION_
     if globals()[_name] < 0:
         raise ImproperlyConfigured(f"{_name} cannot be negative (it is {globals()[_name]}).")
 
+if not 1 <= PAYMENTS_REFUND_SENDS <= JOBS_DEFAULT_MAX_ATTEMPTS:
+    raise ImproperlyConfigured(
+        f"PAYMENTS_REFUND_SENDS ({PAYMENTS_REFUND_SENDS}) must be between 1 and JOBS_DEFAULT_MAX_ATTEMPTS "
+        f"({JOBS_DEFAULT_MAX_ATTEMPTS}): the refund job sends once per attempt."
+    )
 if not PAYMENTS_RECOVERY_SCHEDULE_SECONDS or min(PAYMENTS_RECOVERY_SCHEDULE_SECONDS) < 0:
     raise ImproperlyConfigured("PAYMENTS_RECOVERY_SCHEDULE_SECONDS needs at least one delay, none negative.")
 for _schedule in ("JOBS_RETRY_BACKOFF_SECONDS", "WEBHOOKS_RETRY_SCHEDULE_SECONDS"):

@@ -27,6 +27,7 @@ from payments.admin_forms import (
     PaymentAddForm,
     PaymentImportForm,
     RefundActionForm,
+    RefundSettlementRequestForm,
     SettlementRequestForm,
     new_idempotency_key,
 )
@@ -55,6 +56,8 @@ from payments.portal.reports import MOVING_PAYMENT_STATUSES, MOVING_REFUND_STATU
 from payments.search import payment_search, refund_search
 from payments.selectors import refund_remaining_minor
 from payments.services import (
+    RECOVER_REFUND_JOB,
+    REFUND_JOB,
     payment_cancel,
     payment_create,
     payment_process_now,
@@ -751,6 +754,7 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
     object_buttons = [
         ("approve", "Approve", lambda refund: refund.status == RefundStatus.REQUESTED),
         ("reject", "Reject", lambda refund: refund.status == RefundStatus.REQUESTED),
+        ("request_settlement", "Settle by hand", lambda refund: refund.status == RefundStatus.UNKNOWN),
     ]
     list_display = [
         "public_id",
@@ -764,13 +768,13 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
         "decided_by",
         "created_at",
     ]
-    list_filter = [AwaitingMyApprovalFilter, "status", "needs_approval", "created_at"]
+    list_filter = [AwaitingMyApprovalFilter, "status", "needs_approval", "needs_review", "created_at"]
     # Searched by the term's shape (payments.search.refund_search).
     search_fields = ["public_id"]
     search_help_text = "A refund or payment id, a processor refund reference, or the payment's reference."
     large_list = True
     show_full_result_count = False
-    actions = ["approve", "reject"]
+    actions = ["approve", "reject", "request_settlement"]
     fields = readonly_fields = (
         "public_id",
         "payment_link",
@@ -786,6 +790,9 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
         "gateway_reference",
         "error_code",
         "error_message",
+        "unclear_answers",
+        "lookups",
+        "needs_review",
         "completed_at",
         "created_at",
         "jobs",
@@ -837,7 +844,7 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
 
     @admin.display(description="jobs")
     def jobs(self, refund: Refund) -> str:
-        jobs = Job.objects.filter(func="payments.jobs.refund_payment", kwargs__refund_id=refund.pk)
+        jobs = Job.objects.filter(func__in=[REFUND_JOB, RECOVER_REFUND_JOB], kwargs__refund_id=refund.pk)
         rows = [
             format_html(
                 "{} {} ({}/{}) {}",
@@ -880,6 +887,30 @@ class RefundAdmin(ExportMixin, ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAd
             apply=lambda refund, data: refund_reject(refund=refund, approver=request.user, note=data["note"]),
         )
 
+    def has_settle_permission(self, request) -> bool:
+        return request.user.has_perm("payments.request_settlement")
+
+    @admin.action(description="Ask for a manual settlement (unknown refunds)", permissions=["settle"])
+    def request_settlement(self, request, queryset):
+        return confirm_with_form(
+            self,
+            request,
+            queryset,
+            verb="settle by hand",
+            done="sent for approval",
+            describe=describe_refund,
+            form_class=RefundSettlementRequestForm,
+            apply=lambda refund, data: settlement_request(
+                payment=refund.payment,
+                refund=refund,
+                settle_as=data["settle_as"],
+                reason=data["reason"],
+                gateway_reference=data["gateway_reference"],
+                requested_by=request.user,
+                request_key=data["request_key"],
+            ),
+        )
+
 
 def describe_refund(refund: Refund) -> str:
     """What an approver must see before deciding: merchant, amount, requester and reason."""
@@ -892,6 +923,11 @@ def describe_refund(refund: Refund) -> str:
 
 def describe_settlement(item: SettlementRequest) -> str:
     payment = item.payment
+    if item.refund_id:
+        return (
+            f"refund {item.refund.public_id} {item.refund.amount_display} of {payment.public_id} "
+            f"({payment.merchant}): settle as {item.settle_as}, asked by {item.requested_by}: {item.reason}"
+        )
     return (
         f"{payment.public_id} {payment.amount_display} ({payment.merchant}): settle as {item.settle_as}, "
         f"asked by {item.requested_by}: {item.reason}"
@@ -904,12 +940,13 @@ class SettlementRequestAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmi
         ("approve", "Approve", lambda item: item.status == SettlementStatus.REQUESTED),
         ("reject", "Reject", lambda item: item.status == SettlementStatus.REQUESTED),
     ]
-    list_display = ["payment_link", "settle_as", "status", "requested_by", "decided_by", "created_at"]
+    list_display = ["payment_link", "refund", "settle_as", "status", "requested_by", "decided_by", "created_at"]
     list_filter = [AwaitingMyApprovalFilter, "status", "settle_as"]
     search_fields = ["payment__public_id"]
     actions = ["approve", "reject"]
     fields = readonly_fields = (
         "payment_link",
+        "refund",
         "settle_as",
         "status",
         "reason",
@@ -922,7 +959,7 @@ class SettlementRequestAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmi
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("payment", "requested_by", "decided_by")
+        return super().get_queryset(request).select_related("payment", "refund", "requested_by", "decided_by")
 
     @admin.display(description="payment")
     def payment_link(self, settlement: SettlementRequest) -> str:

@@ -104,6 +104,24 @@ class SettlementRequestForm(RequestKeyForm):
     )
 
 
+class RefundSettlementRequestForm(SettlementRequestForm):
+    """A manual settlement of a refund the gateway never answered clearly."""
+
+    settle_as = forms.ChoiceField(
+        label="Settle as",
+        choices=[
+            ("succeeded", "Succeeded: the processor refunded the customer"),
+            ("failed", "Failed: nothing was refunded (its amount is freed)"),
+        ],
+    )
+    gateway_reference = forms.CharField(
+        label="Processor's refund reference",
+        max_length=100,
+        required=False,
+        help_text="What the processor calls this refund, when it made it.",
+    )
+
+
 class DecisionForm(ServiceForm):
     note = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),

@@ -8,6 +8,7 @@ import structlog
 
 from backoffice.metrics import metrics_record
 from payments.gateways import ChargeRequest, RefundRequest, get_gateway
+from payments.models import Refund
 from payments.selectors import payment_unknown_attempt, refund_charge_reference
 from payments.services.exports import export_write as export_file_write
 from payments.services.payments import (
@@ -15,7 +16,8 @@ from payments.services.payments import (
     payment_lookup_result_apply,
     payment_processing_start,
 )
-from payments.services.refunds import refund_processing_start, refund_result_apply
+from payments.services.refunds import refund_lookup_result_apply, refund_processing_start, refund_result_apply
+from payments.states import RefundStatus
 
 
 @contextmanager
@@ -89,3 +91,16 @@ def refund_payment(refund_id: int) -> dict:
 def export_write(export_id: int) -> dict:
     """Write a large export's file in chunks, with progress."""
     return export_file_write(export_id=export_id)
+
+
+def recover_refund(refund_id: int) -> dict:
+    """Ask the gateway what happened to an unknown refund, by the refund's own key, and resolve it."""
+    refund = Refund.objects.select_related("payment").filter(pk=refund_id, status=RefundStatus.UNKNOWN).first()
+    if refund is None:
+        return {"skipped": "not unknown"}
+    structlog.contextvars.bind_contextvars(payment=refund.payment.public_id, refund=refund.public_id)
+    with _processor_call("lookup") as call:
+        result = get_gateway().lookup(refund.idempotency_key)
+        call["outcome"] = result.outcome.value
+    refund = refund_lookup_result_apply(refund_id=refund.pk, result=result)
+    return {"status": refund.status}

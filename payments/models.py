@@ -11,6 +11,7 @@ from payments.money import format_minor, validate_currency
 from payments.states import (
     CAPTURED,
     REFUND_TRANSITIONS,
+    SETTLEMENT_TRANSITIONS,
     TRANSITIONS,
     AttemptOutcome,
     PaymentStatus,
@@ -267,6 +268,13 @@ class Refund(FSMModelMixin, models.Model):
     gateway_reference = models.CharField(max_length=100, blank=True)
     error_code = models.CharField(max_length=50, blank=True)
     error_message = models.CharField(max_length=255, blank=True)
+    unclear_answers = models.PositiveIntegerField(
+        default=0, help_text="Sends under the refund's key that got no clear answer from the gateway."
+    )
+    lookups = models.PositiveIntegerField(default=0, help_text="Times the gateway was asked what happened.")
+    needs_review = models.BooleanField(
+        default=False, help_text="The gateway could not tell us what happened; a person must decide."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -318,10 +326,14 @@ class Refund(FSMModelMixin, models.Model):
 
     @transition(field=status, source=_refund_sources("succeed"), target=_refund_target("succeed"))
     def succeed(self):
-        pass
+        self.needs_review = False
 
     @transition(field=status, source=_refund_sources("fail"), target=_refund_target("fail"))
     def fail(self):
+        self.needs_review = False
+
+    @transition(field=status, source=_refund_sources("mark_unknown"), target=_refund_target("mark_unknown"))
+    def mark_unknown(self):
         pass
 
 
@@ -337,10 +349,19 @@ class RefundEvent(StatusEvent):
         return f"{self.refund.public_id}: {self.from_status or '-'} -> {self.to_status}"
 
 
-class SettlementRequest(models.Model):
-    """A request to settle an unknown payment by hand; applied only when a second person approves."""
+class SettlementRequest(FSMModelMixin, models.Model):
+    """A request to settle an unknown payment, or an unknown refund of it, by hand; applied only
+    when a second person approves."""
 
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="settlement_requests")
+    refund = models.ForeignKey(
+        Refund,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="settlement_requests",
+        help_text="Set when the refund, not the payment, is settled.",
+    )
     settle_as = models.CharField(
         max_length=20,
         choices=[(PaymentStatus.SUCCEEDED, "Succeeded"), (PaymentStatus.FAILED, "Failed")],
@@ -349,7 +370,9 @@ class SettlementRequest(models.Model):
     gateway_reference = models.CharField(
         max_length=100, blank=True, help_text="The processor's reference of the charge, when settling as succeeded."
     )
-    status = models.CharField(max_length=20, choices=SettlementStatus.choices, default=SettlementStatus.REQUESTED)
+    status = FSMField(
+        max_length=20, choices=SettlementStatus.choices, default=SettlementStatus.REQUESTED, protected=True
+    )
     request_key = models.CharField(
         max_length=100,
         editable=False,
@@ -379,13 +402,34 @@ class SettlementRequest(models.Model):
                 name="settlement_decider_not_requester",
             ),
             models.UniqueConstraint(
-                fields=["payment"], condition=models.Q(status="requested"), name="one_open_settlement_per_payment"
+                fields=["payment"],
+                condition=models.Q(status="requested", refund__isnull=True),
+                name="one_open_settlement_per_payment",
+            ),
+            models.UniqueConstraint(
+                fields=["refund"],
+                condition=models.Q(status="requested", refund__isnull=False),
+                name="one_open_settlement_per_refund",
             ),
             models.UniqueConstraint(fields=["payment", "request_key"], name="settlement_request_key_per_payment"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.payment.public_id} -> {self.settle_as} ({self.status})"
+        subject = self.refund.public_id if self.refund_id else self.payment.public_id
+        return f"{subject} -> {self.settle_as} ({self.status})"
+
+    # Decided through payments.services.settlements only, like every status here.
+    @transition(
+        field=status, source=list(SETTLEMENT_TRANSITIONS["approve"][0]), target=SETTLEMENT_TRANSITIONS["approve"][1]
+    )
+    def approve(self):
+        pass
+
+    @transition(
+        field=status, source=list(SETTLEMENT_TRANSITIONS["reject"][0]), target=SETTLEMENT_TRANSITIONS["reject"][1]
+    )
+    def reject(self):
+        pass
 
 
 class SimulatedGatewayRecord(models.Model):

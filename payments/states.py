@@ -46,21 +46,31 @@ class RefundStatus(TextChoices):
     PROCESSING = "processing", "Processing"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    UNKNOWN = "unknown", "Unknown"
 
 
 R = RefundStatus
+# processing -> unknown: no clear answer after PAYMENTS_REFUND_SENDS sends under the refund's
+# key; then lookups by that key (PAYMENTS_RECOVERY_SCHEDULE_SECONDS), or a manual settlement.
 REFUND_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "approve": ((R.REQUESTED,), R.APPROVED),
     "reject": ((R.REQUESTED,), R.REJECTED),
     "start_processing": ((R.APPROVED,), R.PROCESSING),
-    "succeed": ((R.PROCESSING,), R.SUCCEEDED),
-    "fail": ((R.PROCESSING,), R.FAILED),
+    "succeed": ((R.PROCESSING, R.UNKNOWN), R.SUCCEEDED),
+    "fail": ((R.PROCESSING, R.UNKNOWN), R.FAILED),
+    "mark_unknown": ((R.PROCESSING,), R.UNKNOWN),
 }
 # Refunds that hold part of the captured amount: everything but failed and rejected.
-REFUND_HOLDING = frozenset({R.REQUESTED, R.APPROVED, R.PROCESSING, R.SUCCEEDED})
+REFUND_HOLDING = frozenset({R.REQUESTED, R.APPROVED, R.PROCESSING, R.UNKNOWN, R.SUCCEEDED})
 
 
 class SettlementStatus(TextChoices):
     REQUESTED = "requested", "Awaiting approval"
     APPROVED = "approved", "Approved and applied"
     REJECTED = "rejected", "Rejected"
+
+
+SETTLEMENT_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "approve": ((SettlementStatus.REQUESTED,), SettlementStatus.APPROVED),
+    "reject": ((SettlementStatus.REQUESTED,), SettlementStatus.REJECTED),
+}

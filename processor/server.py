@@ -6,7 +6,8 @@ tok_timeout  recorded, then no answer in time (the client's read timeout; a look
 tok_error    503 before anything is recorded (a lookup finds nothing)
 other tokens declined (invalid_payment_method)
 Refund amounts ending in ...013 are declined, ...014 recorded then no answer on the first call,
-...015 a 503 on the first call under a key (nothing recorded), then normal.
+...015 a 503 on the first call under a key (nothing recorded), then normal, ...016 recorded then
+no answer on any call (a lookup finds it), ...017 the same and lookups of it answer 503.
 """
 
 import asyncio
@@ -167,7 +168,7 @@ async def refund(request: web.Request) -> web.StreamResponse:
         decline_code=decline,
     )
     await _latency(behaviour, 0.5)
-    if (magic == 14 and first_call) or chaos == "timeout":
+    if (magic == 14 and first_call) or magic in (16, 17) or chaos == "timeout":
         return await _hang(behaviour)
     return web.json_response(operation.answer())
 
@@ -184,6 +185,8 @@ async def lookup(request: web.Request) -> web.StreamResponse:
     operation = store.get(request.match_info["key"])
     if operation is None:
         return _error(404, "not_found", "No charge or refund under this Idempotency-Key.")
+    if operation.kind == "refund" and operation.amount_minor % 1000 == 17:
+        return _error(503, "processor_error", "The processor could not handle the request.")
     return web.json_response(operation.answer())
 
 

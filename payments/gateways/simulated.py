@@ -132,7 +132,7 @@ class SimulatedGateway:
             decline_code=decline,
         )
         self._sleep(0.5)
-        if magic == 14 and first_call:
+        if (magic == 14 and first_call) or magic in (16, 17):
             return RefundResult(
                 outcome=GatewayOutcome.UNKNOWN,
                 error_code="timeout",
@@ -157,6 +157,12 @@ class SimulatedGateway:
         record = SimulatedGatewayRecord.objects.filter(idempotency_key=idempotency_key).first()
         if record is None:
             return LookupResult(outcome=GatewayOutcome.NOT_FOUND)
+        if record.kind == "refund" and record.amount_minor % 1000 == 17:
+            return LookupResult(
+                outcome=GatewayOutcome.UNKNOWN,
+                error_code="timeout",
+                error_message="No answer from the gateway in time.",
+            )
         return LookupResult(
             outcome=GatewayOutcome.SUCCEEDED if record.approved else GatewayOutcome.DECLINED,
             gateway_reference=record.reference,

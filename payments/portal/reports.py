@@ -17,7 +17,9 @@ from payments.states import CAPTURED, AttemptOutcome, PaymentStatus, RefundStatu
 
 # Payments and refunds whose status may still change on its own: their pages poll.
 MOVING_PAYMENT_STATUSES = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
-MOVING_REFUND_STATUSES = frozenset({RefundStatus.REQUESTED, RefundStatus.APPROVED, RefundStatus.PROCESSING})
+MOVING_REFUND_STATUSES = frozenset(
+    {RefundStatus.REQUESTED, RefundStatus.APPROVED, RefundStatus.PROCESSING, RefundStatus.UNKNOWN}
+)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ from payments.services.payments import (
     payments_create_many,
 )
 from payments.services.refunds import (
+    RECOVER_REFUND_JOB,
     REFUND_JOB,
     RefundOutcomeUnknown,
     refund_approve,
+    refund_lookup_result_apply,
     refund_processing_start,
     refund_reject,
     refund_request,
@@ -31,6 +33,7 @@ from payments.services.settlements import settlement_approve, settlement_reject,
 __all__ = [
     "PROCESS_JOB",
     "RECOVER_JOB",
+    "RECOVER_REFUND_JOB",
     "REFUND_JOB",
     "RefundOutcomeUnknown",
     "payment_cancel",
@@ -43,6 +46,7 @@ __all__ = [
     "payment_retry",
     "payments_create_many",
     "refund_approve",
+    "refund_lookup_result_apply",
     "refund_processing_start",
     "refund_reject",
     "refund_request",

@@ -38,12 +38,21 @@ def event_record(
 
 
 def status_transition(
-    subject: Payment | Refund, name: str, *, actor: Actor = None, actor_label: str = "", reason: str = ""
+    subject: Payment | Refund | SettlementRequest,
+    name: str,
+    *,
+    actor: Actor = None,
+    actor_label: str = "",
+    reason: str = "",
 ) -> None:
-    """Run a transition on a locked payment or refund, save it, and record the event and signal."""
+    """Run a django-fsm transition on a locked payment, refund or settlement request and save it;
+    for a payment or refund, record the event and send the signal. (A settlement request's
+    history is the audit trail, and the event of the payment or refund it settles.)"""
     from_status = subject.status
     getattr(subject, name)()
     subject.save()
+    if isinstance(subject, SettlementRequest):
+        return
     event_record(subject, from_status=from_status, actor=actor, actor_label=actor_label, reason=reason)
 
 

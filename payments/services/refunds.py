@@ -2,6 +2,9 @@
 and apply what the gateway says. Each locks the payment first, so concurrent requests can
 never together refund more than the capture."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Sum
@@ -11,7 +14,7 @@ from backoffice.actors import Actor
 from backoffice.models import Job
 from backoffice.services import audit_record, job_enqueue
 from payments.errors import PaymentError
-from payments.gateways import GatewayOutcome, RefundResult
+from payments.gateways import GatewayOutcome, LookupResult, RefundResult
 from payments.models import Membership, Payment, Refund
 from payments.money import format_minor
 from payments.selectors import refund_approval_threshold_minor, refund_remaining_minor
@@ -27,6 +30,7 @@ from payments.states import REFUND_HOLDING, PaymentStatus, RefundStatus
 from payments.validators import require_reason, require_request_key
 
 REFUND_JOB = "payments.jobs.refund_payment"
+RECOVER_REFUND_JOB = "payments.jobs.recover_refund"
 
 
 class RefundOutcomeUnknown(Exception):
@@ -178,29 +182,140 @@ def refund_processing_start(*, refund_id: int) -> Refund | None:
 
 def refund_result_apply(*, refund_id: int, result: RefundResult) -> Refund:
     """Record the gateway's answer: succeeded moves the payment to partially refunded or
-    refunded; declined fails the refund and frees its amount. Applied once."""
+    refunded; declined fails the refund and frees its amount. Applied once. No clear answer:
+    raise (the runner sends it again under the same key), and after PAYMENTS_REFUND_SENDS such
+    answers the refund becomes unknown and its key is looked up on a schedule instead."""
     if result.outcome == GatewayOutcome.UNKNOWN:
-        raise RefundOutcomeUnknown(f"{result.error_code}: {result.error_message}")
+        refund = _refund_answer_unclear(refund_id=refund_id, result=result)
+        if refund.status == RefundStatus.PROCESSING:
+            raise RefundOutcomeUnknown(f"{result.error_code}: {result.error_message}")
+        return refund
     with transaction.atomic():
-        refund = Refund.objects.get(pk=refund_id)
-        payment = payment_lock(refund.payment_id)
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        payment, refund = _refund_lock(refund_id)
         if refund.status != RefundStatus.PROCESSING:
             return refund
-        refund.gateway_reference = result.gateway_reference
         refund.error_code, refund.error_message = result.error_code, result.error_message
-        refund.completed_at = timezone.now()
-        if result.outcome != GatewayOutcome.SUCCEEDED:
-            status_transition(refund, "fail", actor_label="worker", reason=f"declined: {result.error_code}")
-            return refund
-        status_transition(refund, "succeed", actor_label="worker", reason="refunded by the gateway")
-        refunded = payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(total=Sum("amount_minor"))["total"]
-        status_transition(
+        refund_outcome_record(
+            refund,
             payment,
-            "refund_fully" if refunded >= payment.amount_minor else "refund_partially",
+            succeeded=result.outcome == GatewayOutcome.SUCCEEDED,
+            gateway_reference=result.gateway_reference,
             actor_label="worker",
-            reason=f"refund {refund.public_id} of {refund.amount_display} succeeded",
+            reason="refunded by the gateway"
+            if result.outcome == GatewayOutcome.SUCCEEDED
+            else f"declined: {result.error_code}",
         )
+    return refund
+
+
+def _refund_lock(refund_id: int) -> tuple[Payment, Refund]:
+    """The payment, then the refund, locked (the order every refund service takes them in)."""
+    refund = Refund.objects.get(pk=refund_id)
+    payment = payment_lock(refund.payment_id)
+    refund = Refund.objects.select_for_update().get(pk=refund_id)
+    refund.payment = payment
+    return payment, refund
+
+
+def refund_outcome_record(
+    refund: Refund,
+    payment: Payment,
+    *,
+    succeeded: bool,
+    gateway_reference: str = "",
+    actor: Actor = None,
+    actor_label: str = "",
+    reason: str,
+) -> None:
+    """In the caller's transaction, with payment and refund locked: the refund succeeded (the
+    payment becomes partially refunded or refunded) or failed (its amount is freed); events and
+    signals (ledger, webhooks) follow. Shared by the gateway's answer, a lookup and a manual settlement."""
+    refund.gateway_reference = gateway_reference or refund.gateway_reference
+    refund.completed_at = timezone.now()
+    if not succeeded:
+        status_transition(refund, "fail", actor=actor, actor_label=actor_label, reason=reason)
+        return
+    status_transition(refund, "succeed", actor=actor, actor_label=actor_label, reason=reason)
+    refunded = payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(total=Sum("amount_minor"))["total"]
+    status_transition(
+        payment,
+        "refund_fully" if refunded >= payment.amount_minor else "refund_partially",
+        actor=actor,
+        actor_label=actor_label,
+        reason=f"refund {refund.public_id} of {refund.amount_display} succeeded",
+    )
+
+
+def _refund_answer_unclear(*, refund_id: int, result: RefundResult) -> Refund:
+    """Count a send with no clear answer; at PAYMENTS_REFUND_SENDS the refund becomes unknown
+    and the first lookup by its key is scheduled."""
+    with transaction.atomic():
+        payment, refund = _refund_lock(refund_id)
+        if refund.status != RefundStatus.PROCESSING:
+            return refund
+        refund.unclear_answers += 1
+        refund.error_code, refund.error_message = result.error_code, result.error_message
+        if refund.unclear_answers < settings.PAYMENTS_REFUND_SENDS:
+            refund.save(update_fields=["unclear_answers", "error_code", "error_message", "updated_at"])
+            return refund
+        status_transition(
+            refund,
+            "mark_unknown",
+            actor_label="worker",
+            reason=f"no clear answer from the gateway after {refund.unclear_answers} sends: {result.error_code}",
+        )
+        _schedule_refund_recovery(refund, lookups_done=0)
+    return refund
+
+
+def _schedule_refund_recovery(refund: Refund, *, lookups_done: int) -> Job | None:
+    schedule = settings.PAYMENTS_RECOVERY_SCHEDULE_SECONDS
+    if lookups_done >= len(schedule):
+        return None
+    return job_enqueue(
+        func=RECOVER_REFUND_JOB,
+        kwargs={"refund_id": refund.pk},
+        queue="payments",
+        concerns=refund.payment,
+        run_at=timezone.now() + timedelta(seconds=schedule[lookups_done]),
+    )
+
+
+def refund_lookup_result_apply(*, refund_id: int, result: LookupResult) -> Refund:
+    """Resolve an unknown refund from the gateway's lookup by its key: found -> succeeded or
+    failed, not found -> failed (nothing was refunded; its amount is freed), still unclear ->
+    look again later, and after the last scheduled look flag it for review (a manual settlement)."""
+    with transaction.atomic():
+        payment, refund = _refund_lock(refund_id)
+        if refund.status != RefundStatus.UNKNOWN:
+            return refund
+        refund.lookups += 1
+        if result.outcome in (GatewayOutcome.SUCCEEDED, GatewayOutcome.DECLINED):
+            succeeded = result.outcome == GatewayOutcome.SUCCEEDED
+            refund.error_code, refund.error_message = result.error_code, result.error_message
+            refund_outcome_record(
+                refund,
+                payment,
+                succeeded=succeeded,
+                gateway_reference=result.gateway_reference,
+                actor_label="recovery",
+                reason="gateway lookup: refund succeeded"
+                if succeeded
+                else f"gateway lookup: declined {result.error_code}",
+            )
+        elif result.outcome == GatewayOutcome.NOT_FOUND:
+            refund.error_code, refund.error_message = "not_found", "No refund under this key at the gateway."
+            refund_outcome_record(
+                refund,
+                payment,
+                succeeded=False,
+                actor_label="recovery",
+                reason="gateway lookup: no refund under this key, nothing was refunded",
+            )
+        else:
+            if _schedule_refund_recovery(refund, lookups_done=refund.lookups) is None:
+                refund.needs_review = True
+            refund.save(update_fields=["lookups", "needs_review", "updated_at"])
     return refund
 
 
