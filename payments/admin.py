@@ -923,7 +923,7 @@ def describe_refund(refund: Refund) -> str:
 
 def describe_settlement(item: SettlementRequest) -> str:
     payment = item.payment
-    if item.refund_id:
+    if item.refund is not None:
         return (
             f"refund {item.refund.public_id} {item.refund.amount_display} of {payment.public_id} "
             f"({payment.merchant}): settle as {item.settle_as}, asked by {item.requested_by}: {item.reason}"

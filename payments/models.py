@@ -415,7 +415,7 @@ class SettlementRequest(FSMModelMixin, models.Model):
         ]
 
     def __str__(self) -> str:
-        subject = self.refund.public_id if self.refund_id else self.payment.public_id
+        subject = self.refund.public_id if self.refund is not None else self.payment.public_id
         return f"{subject} -> {self.settle_as} ({self.status})"
 
     # Decided through payments.services.settlements only, like every status here.

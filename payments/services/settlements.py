@@ -98,8 +98,8 @@ def settlement_approve(*, settlement: SettlementRequest, approver: Actor, note: 
         decider = require_perm(approver, "payments.approve_settlement", "approve manual settlements")
         settlement = lock_for_second_person(settlement, approver=decider)
         reason = f"settled by hand: {settlement.reason} (asked by {settlement.requested_by}, approved by {approver})"
-        if settlement.refund_id:
-            settled_as = _settle_refund(settlement, approver=approver, reason=reason)
+        if settlement.refund is not None:
+            settled_as = _settle_refund(settlement, settlement.refund, approver=approver, reason=reason)
         else:
             settled_as = _settle_payment(settlement, approver=approver, reason=reason)
         settlement.decided_by, settlement.decided_at, settlement.decision_note = decider, timezone.now(), note.strip()
@@ -111,7 +111,7 @@ def settlement_approve(*, settlement: SettlementRequest, approver: Actor, note: 
             reason=note.strip(),
             details={
                 "settled_as": settled_as,
-                **({"refund": settlement.refund.public_id} if settlement.refund_id else {}),
+                **({"refund": settlement.refund.public_id} if settlement.refund is not None else {}),
             },
         )
     return settlement
@@ -140,8 +140,8 @@ def _settle_payment(settlement: SettlementRequest, *, approver: Actor, reason: s
     return payment.status
 
 
-def _settle_refund(settlement: SettlementRequest, *, approver: Actor, reason: str) -> str:
-    refund = Refund.objects.select_for_update().get(pk=settlement.refund_id)
+def _settle_refund(settlement: SettlementRequest, refund: Refund, *, approver: Actor, reason: str) -> str:
+    refund = Refund.objects.select_for_update().get(pk=refund.pk)
     if refund.status != RefundStatus.UNKNOWN:
         raise PaymentError(
             f"refund {refund.public_id} is not unknown any more (it is {refund.get_status_display().lower()})",
