@@ -13,7 +13,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('payments', '0012_request_keys'),
+        ('payments', '0014_drop_duplicate_public_id_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
