@@ -560,11 +560,11 @@ admin.site.register(Dashboard, RQDashboardAdmin)
 
 
 class UserAdmin(PaydeskModelAdmin, auth_admin.UserAdmin):
-    pass
+    form = auth_admin.UserAdmin.form  # Django's own forms (password hashes), not ours
 
 
 class GroupAdmin(PaydeskModelAdmin, auth_admin.GroupAdmin):
-    pass
+    form = auth_admin.GroupAdmin.form
 
 
 # django-axes's pages (lockouts and log-in attempts: unlock someone by deleting their attempt).

@@ -20,6 +20,7 @@ from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.admin.views.main import PAGE_VAR
 from django.core.exceptions import SuspiciousOperation
 
+from backoffice.forms import CardNumberCheckedModelForm
 from backoffice.paging import CappedPaginator
 
 
@@ -81,6 +82,8 @@ class PaydeskModelAdmin(admin.ModelAdmin):
             allow_empty_first_page=allow_empty_first_page,
             page_number=request.GET.get(PAGE_VAR, 1),
         )
+    # Card numbers typed into any text field are refused on the form (backoffice.card_numbers).
+    form = CardNumberCheckedModelForm
 
     def allowed_lookups(self, request) -> set[str]:
         allowed = set(self.extra_lookups)

@@ -8,6 +8,12 @@ class BackofficeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from django.db.models.signals import pre_save
+
+        from backoffice.card_numbers import refuse_card_numbers_on_save
+
+        # Every model's save, ours filtered inside: a model added later is covered too.
+        pre_save.connect(refuse_card_numbers_on_save, dispatch_uid="refuse_card_numbers")
         from backoffice import (
             home,
             retention,

@@ -1,12 +1,20 @@
 """Card numbers (PANs) are never stored, logged or echoed: finding them in any text.
 
 A card number here is a run of 13 to 19 digits, possibly grouped by spaces, dashes, dots or
-underscores, that passes the Luhn check. Text holding one is refused by the services
-(`contains_card_number`); logs get it masked (`mask_card_numbers`, `CardNumberLogFilter`).
+underscores, that passes the Luhn check. Text holding one is refused when any of our models is
+saved (`refuse_card_numbers_on_save`, below); logs get it masked (`mask_card_numbers`,
+`CardNumberLogFilter`); forms never show it again (`backoffice.forms`).
 """
 
+import functools
 import logging
 import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
 
 DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ ._-]?\d){12,18}(?![ ._-]?\d)")
 # In URLs the separators may be percent- or plus-encoded (a GET search typed with spaces).
@@ -52,3 +60,119 @@ class CardNumberLogFilter(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, None
         return True
+
+
+# --- the one check on every text we store ------------------------------------------------------
+#
+# Every model of Paydesk's own apps is checked before it is saved (a `pre_save` receiver
+# connected for all models, and `backoffice.db.insert_rows` for the bulk path): each char, text
+# and JSON field (strings inside JSON too) that holds a card number refuses the save with
+# `CardNumberRefused`, keyed by the field. A new field is covered without anyone thinking of it.
+# A model opts fields out by naming them, with the reason next to the names:
+#   card_numbers_masked = (...)  machine-written text kept for the record (errors, tracebacks,
+#                                a receiver's answer): stored with the number masked, never refused
+#   card_numbers_exempt = (...)  identifiers a processor gives us (hex references): stored as given
+
+REFUSED = "This looks like a card number; card numbers are never accepted or stored."
+
+
+class CardNumberRefused(ValidationError):
+    """A save refused because a text field holds a card number (the message never repeats it)."""
+
+
+def _strings(value) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def _masked(value):
+    if isinstance(value, str):
+        return mask_card_numbers(value)
+    if isinstance(value, dict):
+        return {_masked(key): _masked(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item) for item in value]
+    return value
+
+
+def holds_card_number(value) -> bool:
+    """True if a field value (a string, or strings anywhere inside JSON) holds a card number."""
+    return any(contains_card_number(text) for text in _strings(value))
+
+
+def checked_text_fields(model) -> list[models.Field]:
+    """The fields of a model that the check covers: every char, text and JSON field not exempt."""
+    exempt = set(getattr(model, "card_numbers_exempt", ()))
+    return [
+        field
+        for field in model._meta.concrete_fields
+        if isinstance(field, (models.CharField, models.TextField, models.JSONField)) and field.name not in exempt
+    ]
+
+
+@functools.cache
+def is_paydesk_model(model) -> bool:
+    """A model of one of this project's apps (not Django's or a library's, nor a migration's
+    historical model)."""
+    app_path = getattr(model._meta.app_config, "path", None)
+    if not app_path:
+        return False
+    app_path = Path(app_path).resolve()
+    base_dir = Path(settings.BASE_DIR).resolve()
+    return app_path.is_relative_to(base_dir) and "site-packages" not in app_path.parts
+
+
+def card_number_errors(model, values: dict) -> dict[str, list[str]]:
+    """{field name: [REFUSED]} for the checked fields among `values` (field name -> value) that
+    hold a card number; masked fields are never among them."""
+    masked = set(getattr(model, "card_numbers_masked", ()))
+    return {
+        field.name: [REFUSED]
+        for field in checked_text_fields(model)
+        if field.name in values and field.name not in masked and holds_card_number(values[field.name])
+    }
+
+
+def refuse_card_numbers(instance, *, fields: Iterable[str] | None = None) -> None:
+    """Mask the instance's masked fields and raise CardNumberRefused if any other checked
+    field (of `fields`, or all) holds a card number."""
+    model = type(instance)
+    names = {field.name for field in checked_text_fields(model)}
+    if fields is not None:
+        names &= set(fields)
+    for name in names & set(getattr(model, "card_numbers_masked", ())):
+        value = getattr(instance, name)
+        if holds_card_number(value):
+            setattr(instance, name, _masked(value))
+    errors = card_number_errors(model, {name: getattr(instance, name) for name in names})
+    if errors:
+        raise CardNumberRefused(errors, code="card_number")
+
+
+def refuse_card_numbers_on_save(sender, instance, raw=False, update_fields=None, **kwargs) -> None:
+    """pre_save of every model: Paydesk's own models never store a card number."""
+    if raw or not is_paydesk_model(sender):
+        return
+    refuse_card_numbers(instance, fields=update_fields)
+
+
+def refuse_card_numbers_in_rows(model, columns: dict[str, list]) -> None:
+    """The same check for a bulk insert (column attname -> its values, one per row)."""
+    if not is_paydesk_model(model):
+        return
+    masked = set(getattr(model, "card_numbers_masked", ()))
+    for field in checked_text_fields(model):
+        values = columns.get(field.attname)
+        if values is None:
+            continue
+        if field.name in masked:
+            columns[field.attname] = [_masked(value) for value in values]
+        elif any(holds_card_number(value) for value in values):
+            raise CardNumberRefused({field.name: [REFUSED]}, code="card_number")

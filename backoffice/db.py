@@ -13,6 +13,8 @@ from django.db import connection
 from django.db.models import AutoField, BigAutoField, JSONField, Model, SmallAutoField
 from django.utils import timezone
 
+from backoffice.card_numbers import refuse_card_numbers_in_rows
+
 _AUTO = (AutoField, BigAutoField, SmallAutoField)
 
 
@@ -20,6 +22,12 @@ def insert_rows(model: type[Model], *, each: dict[str, list], same: dict | None 
     """INSERT one row per position of the `each` lists (keyed by field attname: `payment_id`),
     with the `same` values on every row; returns the new primary keys in order."""
     same = dict(same or {})
+    each = dict(each)
+    # The same refusal of card numbers as every save (backoffice.card_numbers).
+    refuse_card_numbers_in_rows(model, each)
+    same_as_rows = {name: [value] for name, value in same.items()}
+    refuse_card_numbers_in_rows(model, same_as_rows)
+    same = {name: values[0] for name, values in same_as_rows.items()}
     lengths = {len(values) for values in each.values()}
     if len(lengths) != 1:
         raise ValueError("insert_rows: the `each` lists differ in length")

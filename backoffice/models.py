@@ -21,6 +21,9 @@ class Job(models.Model):
     the ledger of its runs. Its id is also the RQ job id."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Written by the runner, kept for the record: a card number in them is masked (backoffice.card_numbers).
+    card_numbers_masked = ("last_error", "traceback", "result", "progress_outcomes")
+
     func = models.CharField("function", max_length=200)
     kwargs = models.JSONField("arguments", default=dict, blank=True)
     queue = models.CharField(max_length=50, default="default")

@@ -283,6 +283,8 @@ TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 FORMAT_MODULE_PATH = ["backoffice.formats"]
+# No form shows a card number it was sent back in a field or an error (backoffice.forms).
+FORM_RENDERER = "backoffice.forms.CardNumberSafeRenderer"
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / ".run" / "static"))

@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from backoffice.admin import ReadOnlyAdminMixin, pretty_json
 from backoffice.admin_actions import apply_each, confirm_with_reason
 from backoffice.admin_base import PaydeskModelAdmin
+from backoffice.forms import CardNumberCheckedModelForm
 from notifications.delivery import notification_resend
 from notifications.endpoints import (
     EDITABLE_ENDPOINT_FIELDS,
@@ -43,7 +44,7 @@ def _attempts_summary(notification: Notification) -> str:
 # --- endpoints -------------------------------------------------------------------------------
 
 
-class WebhookEndpointForm(forms.ModelForm):
+class WebhookEndpointForm(CardNumberCheckedModelForm):
     event_types = forms.MultipleChoiceField(
         choices=[(name, EventType(name).label) for name in SUBSCRIBABLE_EVENTS],
         widget=forms.CheckboxSelectMultiple,

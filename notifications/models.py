@@ -105,6 +105,10 @@ class Notification(models.Model):
     """One message about one event to one destination. Its event id is the webhook-id on
     every retry; a resend is a new Notification with the same event id."""
 
+    # Built from texts already checked, and an error kept for the record: masked, never refused
+    # (a refusal here would roll back the state change that sent the event).
+    card_numbers_masked = ("body", "last_error")
+
     event_id = models.CharField(max_length=40, db_index=True)
     event_type = models.CharField(max_length=50, choices=EventType.choices)
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="notifications")
@@ -182,6 +186,9 @@ class DeliveryAttempt(models.Model):
 
     notification = models.ForeignKey(Notification, on_delete=models.PROTECT, related_name="attempts")
     number = models.PositiveIntegerField()
+    # What the receiver answered and our error: kept for the record, card numbers masked.
+    card_numbers_masked = ("response_excerpt", "error")
+
     destination = models.CharField(max_length=2000)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -8,16 +8,6 @@ from django.core.exceptions import ValidationError
 from backoffice.forms import ServiceForm
 from payments.models import Merchant
 from payments.money import parse_major_amount, validate_currency
-from payments.validators import contains_card_number
-
-
-class TokenInput(forms.TextInput):
-    """Never echo a card number back into the page when the form is shown again with errors."""
-
-    def format_value(self, value):
-        if value and contains_card_number(str(value)):
-            return None
-        return super().format_value(value)
 
 
 class PaymentForm(ServiceForm):
@@ -33,7 +23,6 @@ class PaymentForm(ServiceForm):
     payment_method: forms.Field = forms.CharField(
         label="Payment method token",
         max_length=64,
-        widget=TokenInput,
         help_text="A token such as tok_success. Card numbers are never accepted.",
     )
     merchant_reference = forms.CharField(max_length=100, required=False)

@@ -177,6 +177,10 @@ class PaymentAttempt(models.Model):
 
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="attempts")
     number = models.PositiveIntegerField()
+    # The processor's reference is its identifier, stored as given; its message is masked.
+    card_numbers_exempt = ("gateway_reference",)
+    card_numbers_masked = ("error_message",)
+
     idempotency_key = models.CharField(max_length=100, unique=True)
     outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices, default=AttemptOutcome.PENDING)
     gateway_reference = models.CharField(max_length=100, blank=True)
@@ -247,6 +251,10 @@ class Refund(FSMModelMixin, models.Model):
     sent to the gateway under its own idempotency key."""
 
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    # The processor's reference is its identifier, stored as given; its message is masked.
+    card_numbers_exempt = ("gateway_reference",)
+    card_numbers_masked = ("error_message",)
+
     public_id = models.CharField(max_length=40, unique=True, default=new_refund_id, editable=False)
     amount_minor = models.BigIntegerField()
     reason = models.TextField()
@@ -435,6 +443,8 @@ class SettlementRequest(FSMModelMixin, models.Model):
 class SimulatedGatewayRecord(models.Model):
     """The simulated gateway's own ledger, keyed by idempotency key. A real processor keeps
     this on its side; ours lives in the database so every worker process shares it."""
+
+    card_numbers_exempt = ("reference",)  # the processor's own identifier (random hex)
 
     idempotency_key = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, default="charge")

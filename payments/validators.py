@@ -1,5 +1,6 @@
-"""Input checks shared by the services and the forms: card numbers are refused everywhere,
-and a new payment's fields are checked before anything is written."""
+"""Input checks shared by the services and the forms: a new payment's fields are checked
+before anything is written (card numbers in any stored text are refused by every save,
+backoffice.card_numbers; here too, with the payment's own wording)."""
 
 import re
 
@@ -7,32 +8,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from backoffice.card_numbers import contains_card_number
 from payments.errors import PaymentError
 from payments.models import Merchant
 from payments.money import validate_currency
 
 TOKEN_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,63}$")
-# A run of 13 to 19 digits, possibly grouped by spaces, dashes, dots or underscores.
-DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ ._-]?\d){12,18}(?![ ._-]?\d)")
-
-
-def contains_card_number(text: str) -> bool:
-    """True if the text holds something that passes for a card number (Luhn-valid 13-19
-    digits): such text is refused, never stored, never echoed back."""
-    for run in DIGIT_RUN.finditer(text or ""):
-        digits = [int(char) for char in run.group() if char.isdigit()]
-        if _luhn_valid(digits):
-            return True
-    return False
-
-
-def _luhn_valid(digits: list[int]) -> bool:
-    total = 0
-    for position, digit in enumerate(reversed(digits)):
-        if position % 2 == 1:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
 
 
 def validate_new_payment(

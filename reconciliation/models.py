@@ -64,6 +64,10 @@ class SettlementLine(models.Model):
     # instead of writing into every index. Files, attempts and refunds are never deleted, so
     # their foreign keys need no index here either.
     file = models.ForeignKey(SettlementFile, on_delete=models.PROTECT, related_name="lines", db_index=False)
+    # The processor's identifiers, stored as its report gives them; the matching note is masked.
+    card_numbers_exempt = ("line_id", "processor_reference", "idempotency_key", "charge_reference")
+    card_numbers_masked = ("note",)
+
     processor = models.CharField(max_length=30)
     line_id = models.CharField(max_length=100)
     # The n-th line with this line_id in one file: a report repeating a line is a duplicate to
@@ -141,6 +145,8 @@ class Discrepancy(models.Model):
     """An entry of the exceptions queue: a report line, or one of our records, that did not
     match. Matching opens and clears them; only a person resolves one, and a re-run never
     touches a resolved one."""
+
+    card_numbers_masked = ("detail",)  # written by matching, from the processor's references
 
     kind = models.CharField(max_length=20, choices=DiscrepancyKind.choices)
     status = models.CharField(max_length=10, choices=DiscrepancyStatus.choices, default=DiscrepancyStatus.OPEN)

@@ -7,6 +7,7 @@ import re
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -264,7 +265,7 @@ def payment_new(request):
         if form.is_valid():
             try:
                 payment, created = payment_create(**form.payment_create_kwargs(), actor=request.user)
-            except PaymentError as error:
+            except ValidationError as error:  # the service's refusals, and a save refused (card number)
                 form.add_service_error(error)
             else:
                 if not created:

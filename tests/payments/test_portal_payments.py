@@ -3,6 +3,7 @@ import io
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from payments.figures import payment_figures_refresh
@@ -11,6 +12,7 @@ from payments.models import Payment, PaymentEvent
 from payments.money import COMMON_CURRENCIES
 from payments.portal.reports import AttentionItem
 from payments.portal.sections import dashboard_attention, payment_page_sections
+from payments.services import payment_create
 from payments.states import PaymentStatus
 from tests.factories import PaymentFactory
 from tests.helpers import url
@@ -30,6 +32,17 @@ def new_payment_data(**overrides):
     }
     data.update(overrides)
     return data
+
+
+def new_payment_kwargs(merchant, **overrides):
+    kwargs = {
+        "merchant": merchant,
+        "amount_minor": 1234,
+        "currency": "EUR",
+        "payment_method": "tok_success",
+        "idempotency_key": "portal_test_key_1",
+    }
+    return {**kwargs, **overrides}
 
 
 # --- new payment --------------------------------------------------------------------------------
@@ -105,7 +118,7 @@ BAD_INPUT = [
     ({"amount": ""}, "amount", "This field is required."),
     ({"currency": "XYZ"}, "currency", "Select a valid choice."),
     ({"currency": "eur"}, "currency", "Select a valid choice."),
-    ({"payment_method": "4242424242424242"}, "payment_method", "Select a valid choice."),
+    ({"payment_method": "tok_unknown"}, "payment_method", "Select a valid choice."),
     ({"customer_email": "not-an-email"}, "customer_email", "Enter a valid email address."),
     ({"merchant_reference": "r" * 101}, "merchant_reference", "at most 100 characters"),
     ({"description": "d" * 256}, "description", "at most 255 characters"),
@@ -127,6 +140,40 @@ def test_bad_input_shows_the_error_next_to_the_field_keeps_the_input_and_writes_
     for name, value in overrides.items():
         assert form[name].value() == value
     assert not Payment.objects.exists() and not PaymentEvent.objects.exists()
+
+
+CARD = "4242424242424242"
+
+
+@pytest.mark.parametrize(
+    "field,typed",
+    [
+        ("payment_method", CARD),
+        ("idempotency_key", CARD),
+        ("merchant_reference", "4242 4242 4242 4242"),
+        ("description", f"card {CARD} exp 12/30"),
+        ("customer_email", f"{CARD}@customer.example"),
+    ],
+)
+def test_a_card_number_in_any_field_is_refused_and_never_shown_back(owner_client, field, typed):
+    response = owner_client.post(url("payment_new"), new_payment_data(**{field: typed}))
+
+    assert response.status_code == 200
+    assert response.context["form"].errors[field] == [
+        "This looks like a card number; card numbers are never accepted or stored."
+    ]
+    page = response.content.decode()
+    assert "4242" not in page and "Select a valid choice" not in page
+    assert "card numbers are never accepted or stored" in page
+    assert not Payment.objects.exists() and not PaymentEvent.objects.exists()
+
+
+def test_the_service_refuses_a_card_number_as_the_key_whatever_the_form(owner, merchant):
+    with pytest.raises(ValidationError) as refused:
+        payment_create(**new_payment_kwargs(merchant, idempotency_key=CARD), actor=owner)
+
+    assert list(refused.value.error_dict) == ["idempotency_key"]
+    assert not Payment.objects.exists()
 
 
 def test_bad_amount_text_is_echoed_escaped(owner_client):
