@@ -158,3 +158,18 @@ class Figure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.series} {self.bucket:%Y-%m-%d %H:%M} {self.key}: {self.value}"
+
+
+class PasswordResetRequest(models.Model):
+    """One asked-for password reset, known address or not: what the limits count (per e-mail
+    address and per client address, in the database) and what the sending job reads."""
+
+    email = models.EmailField(db_index=True, help_text="As typed, lower-cased; it may belong to nobody.")
+    client_address = models.CharField(max_length=45, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"password reset for {self.email} from {self.client_address}"

@@ -243,6 +243,11 @@ AXES_USERNAME_FORM_FIELD = "username"
 TRUSTED_PROXY_COUNT = env.int("PAYDESK_TRUSTED_PROXY_COUNT", default=0)
 TRUSTED_PROXY_IPS = env.list("PAYDESK_TRUSTED_PROXY_IPS", default=[])
 AXES_CLIENT_IP_CALLABLE = "backoffice.client_address.client_address"
+# Password reset requests (backoffice.password_reset), counted in the database over the window:
+# at most so many per e-mail address and per client address; the e-mail goes out from a job.
+PASSWORD_RESET_WINDOW_SECONDS = env.int("PASSWORD_RESET_WINDOW_SECONDS", default=3600)
+PASSWORD_RESET_LIMIT_PER_EMAIL = env.int("PASSWORD_RESET_LIMIT_PER_EMAIL", default=3)
+PASSWORD_RESET_LIMIT_PER_CLIENT = env.int("PASSWORD_RESET_LIMIT_PER_CLIENT", default=10)
 # /metrics answers a request carrying "Authorization: Bearer <token>", or one from these
 # networks (the client address as the web server sees it: behind a proxy, use the token).
 PAYDESK_METRICS_TOKEN = env.str("PAYDESK_METRICS_TOKEN", default="")
@@ -427,6 +432,9 @@ for _name in (
     "RETENTION_BATCH_SIZE",
     "RETENTION_PASS_SECONDS",
     "RETENTION_INTERVAL_SECONDS",
+    "PASSWORD_RESET_WINDOW_SECONDS",
+    "PASSWORD_RESET_LIMIT_PER_EMAIL",
+    "PASSWORD_RESET_LIMIT_PER_CLIENT",
     "SESSION_STAFF_MAX_SECONDS",
     "SESSION_STAFF_IDLE_SECONDS",
     "SESSION_MERCHANT_MAX_SECONDS",

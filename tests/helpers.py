@@ -227,3 +227,12 @@ def merchant_user(username: str, merchant, role=Membership.Role.OWNER, **user_fi
 
 def url(name: str, *args) -> str:
     return reverse(f"merchant:{name}", args=args)
+
+
+def run_password_reset_jobs() -> None:
+    """Run the queued password reset e-mails, as a worker would."""
+    from backoffice.password_reset import SEND_JOB
+    from backoffice.runner import run_job
+
+    for job in Job.objects.filter(func=SEND_JOB, status__in=["pending", "queued"]):
+        run_job(str(job.pk))

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from backoffice.models import JobStatus
 from backoffice.paging import CappedPaginator
+from backoffice.password_reset import QueuedPasswordResetView
 from payments.errors import PaymentError
 from payments.exports import (
     PAYMENT_COLUMNS,
@@ -76,7 +77,7 @@ class MerchantLogoutView(auth_views.LogoutView):
     next_page = reverse_lazy("merchant:login")  # type: ignore[assignment]  # lazy: a str once used
 
 
-class MerchantPasswordResetView(auth_views.PasswordResetView):
+class MerchantPasswordResetView(QueuedPasswordResetView):
     form_class = MerchantPasswordResetForm
     template_name = "merchant/password_reset_form.html"
     email_template_name = "merchant/password_reset_email.txt"
