@@ -3,7 +3,7 @@ payouts (with four-eyes actions), prices, terms, and the drift check's results. 
 transactions are read-only (the database refuses changes anyway); money moves only through
 ledger.services."""
 
-import uuid
+import secrets
 
 from django import forms
 from django.contrib import admin, messages
@@ -277,7 +277,7 @@ class PayoutAdmin(ReadOnlyAdminMixin, PaydeskModelAdmin):
                     )
                     return HttpResponseRedirect(reverse("admin:ledger_payout_change", args=[payout.pk]))
         else:
-            form = PayoutRequestForm(initial={"idempotency_key": uuid.uuid4().hex})
+            form = PayoutRequestForm(initial={"idempotency_key": secrets.token_urlsafe(24)})  # no long digit runs
         admin_form = helpers.AdminForm(form, self.add_fieldsets, {}, model_admin=self)
         context = {
             **self.admin_site.each_context(request),

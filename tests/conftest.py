@@ -1,5 +1,6 @@
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def make_payment(merchant):
             "amount_minor": 1250,
             "currency": "EUR",
             "payment_method": "tok_success",
-            "idempotency_key": f"test-{next(counter)}-{time.monotonic_ns()}",
+            "idempotency_key": f"test-{next(counter)}-{secrets.token_urlsafe(8)}",
         }
         params.update(overrides)
         return services.payment_create(**params)[0]

@@ -83,7 +83,7 @@ class Command(BaseCommand):
                 amount_minor=rng.randint(*AMOUNTS[currency]),
                 currency=currency,
                 payment_method=token,
-                idempotency_key=f"traffic-{secrets.token_hex(8)}",
+                idempotency_key=f"traffic-{secrets.token_urlsafe(8)}",
                 merchant_reference=f"ORD-{rng.randint(10000, 99999)}",
                 customer_email=f"customer{rng.randint(1, 500)}@shopper.example",
                 description="Demo traffic",
