@@ -3,18 +3,21 @@ re-enable), the notification log with each try, and a payment's notifications on
 payment's own page (added from here: payments does not know notifications exist)."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
 from backoffice.admin import ReadOnlyAdminMixin, pretty_json
-from backoffice.admin_actions import apply_each, confirm_with_reason
+from backoffice.admin_actions import ObjectButtons, apply_each, confirm_with_form, confirm_with_reason
 from backoffice.admin_base import PaydeskModelAdmin
 from backoffice.forms import CardNumberCheckedModelForm
 from notifications.delivery import notification_resend
 from notifications.endpoints import (
     EDITABLE_ENDPOINT_FIELDS,
-    webhook_endpoint_create,
+    webhook_endpoint_change_approve,
+    webhook_endpoint_change_reject,
+    webhook_endpoint_change_request,
     webhook_endpoint_disable,
     webhook_endpoint_enable,
     webhook_endpoint_rotate_secret,
@@ -22,9 +25,16 @@ from notifications.endpoints import (
     webhook_test_send,
 )
 from notifications.events import SUBSCRIBABLE_EVENTS, EventType
-from notifications.models import DeliveryAttempt, Notification, WebhookEndpoint
+from notifications.models import (
+    DeliveryAttempt,
+    EndpointChangeStatus,
+    Notification,
+    WebhookEndpoint,
+    WebhookEndpointChange,
+)
 from notifications.signing import mask_secret
-from payments.admin import JobInline, PaymentAdmin
+from payments.admin import AwaitingMyApprovalFilter, JobInline, PaymentAdmin
+from payments.admin_forms import DecisionForm
 
 
 def _attempts_summary(notification: Notification) -> str:
@@ -56,6 +66,13 @@ class WebhookEndpointForm(CardNumberCheckedModelForm):
         model = WebhookEndpoint
         fields = ["merchant", "url", "description", "event_types"]
         widgets = {"url": forms.TextInput(attrs={"size": 80})}
+
+    def clean(self):
+        cleaned_data = super().clean()
+        endpoint = self.instance
+        if endpoint.pk and "url" in self.changed_data and endpoint.changes.filter(status="requested").exists():
+            self.add_error("url", "A URL change of this endpoint already awaits approval: approve or reject it first.")
+        return cleaned_data
 
 
 @admin.register(WebhookEndpoint)
@@ -98,14 +115,43 @@ class WebhookEndpointAdmin(PaydeskModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # The form has shown the model's refusals next to its fields; the services check the
-        # URL again, lock, save and audit.
+        # URL again, lock, save and audit. Where a merchant's webhooks go is a four-eyes change
+        # for staff: a new endpoint or a new URL waits for a second person's approval.
         fields = {name: getattr(obj, name) for name in EDITABLE_ENDPOINT_FIELDS}
-        if change:
-            saved = webhook_endpoint_update(endpoint=obj, actor=request.user, **fields)
-        else:
-            saved = webhook_endpoint_create(merchant=obj.merchant, actor=request.user, **fields)
-        obj.pk = saved.pk
-        obj.refresh_from_db()  # the secret and times the service saved, for the admin's log and redirect
+        if change and "url" not in form.changed_data:
+            webhook_endpoint_update(endpoint=obj, actor=request.user, **fields)
+            obj.refresh_from_db()  # the times the service saved, for the admin's log and redirect
+            return
+        current = WebhookEndpoint.objects.get(pk=obj.pk) if change else None
+        obj.url_change = webhook_endpoint_change_request(
+            merchant=obj.merchant, endpoint=current, requested_by=request.user, **fields
+        )
+
+    def log_addition(self, request, obj, message):
+        if not hasattr(obj, "url_change"):  # a requested endpoint is not added yet
+            super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        if not hasattr(obj, "url_change"):
+            super().log_change(request, obj, message)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if hasattr(obj, "url_change"):
+            return self._change_requested(request, obj.url_change)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        if hasattr(obj, "url_change"):
+            return self._change_requested(request, obj.url_change)
+        return super().response_change(request, obj)
+
+    def _change_requested(self, request, url_change: WebhookEndpointChange):
+        self.message_user(
+            request,
+            "The URL change awaits a second person's approval; until then webhooks keep going where they went.",
+            messages.WARNING,
+        )
+        return HttpResponseRedirect(reverse("admin:notifications_webhookendpointchange_change", args=[url_change.pk]))
 
     @admin.display(description="events")
     def subscribed(self, endpoint: WebhookEndpoint) -> str:
@@ -175,6 +221,78 @@ class WebhookEndpointAdmin(PaydeskModelAdmin):
             done="disabled",
             apply=lambda endpoint, reason: webhook_endpoint_disable(
                 endpoint=endpoint, actor=request.user, reason=reason
+            ),
+        )
+
+
+def describe_change(change: WebhookEndpointChange) -> str:
+    was = f"from {change.endpoint.url} " if change.endpoint_id else "new endpoint "
+    return f"{change.merchant}: {was}to {change.url}, asked by {change.requested_by}"
+
+
+@admin.register(WebhookEndpointChange)
+class WebhookEndpointChangeAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModelAdmin):
+    """Staff changes of where a merchant's webhooks go, awaiting a second person."""
+
+    object_buttons = [
+        ("approve", "Approve", lambda change: change.status == EndpointChangeStatus.REQUESTED),
+        ("reject", "Reject", lambda change: change.status == EndpointChangeStatus.REQUESTED),
+    ]
+    list_display = ["merchant", "current_url", "url", "status", "requested_by", "decided_by", "created_at"]
+    list_filter = [AwaitingMyApprovalFilter, "status"]
+    search_fields = ["url", "merchant__name", "merchant__slug"]
+    list_select_related = ["merchant", "endpoint", "requested_by", "decided_by"]
+    actions = ["approve", "reject"]
+    fields = [
+        "merchant",
+        "endpoint",
+        "current_url",
+        "url",
+        "description",
+        "event_types",
+        "status",
+        "requested_by",
+        "decided_by",
+        "decision_note",
+        "created_at",
+        "decided_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="current URL")
+    def current_url(self, change: WebhookEndpointChange) -> str:
+        return change.endpoint.url if change.endpoint_id else "(new endpoint)"
+
+    def has_approve_permission(self, request) -> bool:
+        return request.user.has_perm("notifications.approve_webhookendpointchange")
+
+    @admin.action(description="Approve URL changes (as the second person)", permissions=["approve"])
+    def approve(self, request, queryset):
+        return confirm_with_form(
+            self,
+            request,
+            queryset,
+            verb="approve",
+            describe=describe_change,
+            done="applied",
+            form_class=DecisionForm,
+            apply=lambda change, data: webhook_endpoint_change_approve(
+                change=change, approver=request.user, note=data["note"]
+            ),
+        )
+
+    @admin.action(description="Reject URL changes", permissions=["approve"])
+    def reject(self, request, queryset):
+        return confirm_with_form(
+            self,
+            request,
+            queryset,
+            verb="reject",
+            describe=describe_change,
+            done="rejected",
+            form_class=DecisionForm,
+            apply=lambda change, data: webhook_endpoint_change_reject(
+                change=change, approver=request.user, note=data["note"]
             ),
         )
 

@@ -13,7 +13,14 @@ from backoffice.services import audit_record
 from notifications.delivery import notification_create, notifications_create_for_event
 from notifications.errors import NotificationError
 from notifications.events import EventType, event_body, new_event_id
-from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint
+from notifications.models import (
+    Channel,
+    EndpointChangeStatus,
+    Notification,
+    NotificationStatus,
+    WebhookEndpoint,
+    WebhookEndpointChange,
+)
 from notifications.signing import new_signing_secret
 from notifications.transport import webhook_url_check
 from payments.models import Merchant
@@ -30,20 +37,28 @@ def webhook_endpoint_create(
     endpoint = WebhookEndpoint(merchant=merchant, url=url, event_types=list(event_types or []), description=description)
     endpoint.full_clean()
     with transaction.atomic():
-        # The merchant's row lock makes the count and the insert one step for concurrent adds.
-        Merchant.objects.select_for_update().filter(pk=merchant.pk).first()
-        limit = settings.WEBHOOKS_MAX_ENDPOINTS_PER_MERCHANT
-        if WebhookEndpoint.objects.filter(merchant=merchant).count() >= limit:
-            raise NotificationError(
-                f"a merchant has at most {limit} webhook endpoints; delete or reuse one", code="too_many_endpoints"
-            )
-        endpoint.save()
-        audit_record(
-            actor=actor,
-            action="webhook_endpoint_create",
-            target=endpoint,
-            details={"url": url, "event_types": endpoint.event_types},
+        return _endpoint_insert_checked(endpoint, actor=actor)
+
+
+def _endpoint_insert_checked(endpoint: WebhookEndpoint, *, actor: Actor, reason: str = "") -> WebhookEndpoint:
+    """In the caller's transaction: insert an endpoint whose fields were checked, within the
+    merchant's limit, and audit it."""
+    merchant = endpoint.merchant
+    # The merchant's row lock makes the count and the insert one step for concurrent adds.
+    Merchant.objects.select_for_update().filter(pk=merchant.pk).first()
+    limit = settings.WEBHOOKS_MAX_ENDPOINTS_PER_MERCHANT
+    if WebhookEndpoint.objects.filter(merchant=merchant).count() >= limit:
+        raise NotificationError(
+            f"a merchant has at most {limit} webhook endpoints; delete or reuse one", code="too_many_endpoints"
         )
+    endpoint.save()
+    audit_record(
+        actor=actor,
+        action="webhook_endpoint_create",
+        target=endpoint,
+        reason=reason,
+        details={"url": endpoint.url, "event_types": endpoint.event_types},
+    )
     return endpoint
 
 
@@ -58,24 +73,143 @@ def webhook_endpoint_update(
     (the URL resolved, outside any lock), then under a row lock save and audit what changed;
     a refusal writes nothing. Pending tries go to the new URL; the secret stays."""
     wanted = {"url": url, "event_types": list(event_types), "description": description}
+    _endpoint_candidate(endpoint, wanted).full_clean()  # resolves the host: a network call, so before the lock
+    with transaction.atomic():
+        return _endpoint_update_checked(endpoint, wanted, actor=actor)
+
+
+def _endpoint_candidate(endpoint: WebhookEndpoint, wanted: dict) -> WebhookEndpoint:
     candidate = WebhookEndpoint.objects.get(pk=endpoint.pk)
     for field, value in wanted.items():
         setattr(candidate, field, value)
-    candidate.full_clean()  # resolves the host: a network call, so before the lock
-    with transaction.atomic():
-        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
-        changes = {
-            field: [getattr(endpoint, field), value]
-            for field, value in wanted.items()
-            if getattr(endpoint, field) != value
-        }
-        if not changes:
-            return endpoint
-        for field, (_before, after) in changes.items():
-            setattr(endpoint, field, after)
-        endpoint.save(update_fields=[*changes, "updated_at"])
-        audit_record(actor=actor, action="webhook_endpoint_update", target=endpoint, details={"changes": changes})
+    return candidate
+
+
+def _endpoint_update_checked(
+    endpoint: WebhookEndpoint, wanted: dict, *, actor: Actor, reason: str = ""
+) -> WebhookEndpoint:
+    """In the caller's transaction: lock the endpoint, save the checked values that differ and
+    audit them."""
+    endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    changes = {
+        field: [getattr(endpoint, field), value] for field, value in wanted.items() if getattr(endpoint, field) != value
+    }
+    if not changes:
+        return endpoint
+    for field, (_before, after) in changes.items():
+        setattr(endpoint, field, after)
+    endpoint.save(update_fields=[*changes, "updated_at"])
+    audit_record(
+        actor=actor, action="webhook_endpoint_update", target=endpoint, reason=reason, details={"changes": changes}
+    )
     return endpoint
+
+
+# --- four eyes on where a merchant's webhooks go (staff changes) ---------------------------------
+
+
+def webhook_endpoint_change_request(
+    *,
+    merchant: Merchant,
+    url: str,
+    event_types: list[str],
+    description: str,
+    requested_by: Actor,
+    endpoint: WebhookEndpoint | None = None,
+) -> WebhookEndpointChange:
+    """A staff member asks for a new endpoint, or a new URL (with its events and description)
+    for `endpoint`: checked now as a change would be, applied only when a second staff member
+    approves (webhook_endpoint_change_approve). Nothing about the endpoint changes before."""
+    wanted = {"url": url, "event_types": list(event_types), "description": description}
+    if endpoint is None:
+        WebhookEndpoint(merchant=merchant, **wanted).full_clean()
+    else:
+        merchant = endpoint.merchant
+        _endpoint_candidate(endpoint, wanted).full_clean()
+    with transaction.atomic():
+        if endpoint is not None:
+            endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+            if endpoint.changes.filter(status=EndpointChangeStatus.REQUESTED).exists():
+                raise NotificationError(
+                    "a change of this endpoint already awaits approval; approve or reject it first",
+                    code="change_pending",
+                )
+        change = WebhookEndpointChange.objects.create(
+            merchant=merchant, endpoint=endpoint, requested_by=requested_by, **wanted
+        )
+        audit_record(
+            actor=requested_by,
+            action="webhook_endpoint_change_request",
+            target=endpoint or merchant,
+            details={"change": change.pk, "url": url, "was": endpoint.url if endpoint else None},
+        )
+    return change
+
+
+def _change_lock_for_second_person(
+    change: WebhookEndpointChange, *, decider: Actor, what: str
+) -> WebhookEndpointChange:
+    if not getattr(decider, "has_perm", None) or not decider.has_perm("notifications.approve_webhookendpointchange"):
+        raise NotificationError(f"You may not {what}.", code="permission_denied")
+    change = WebhookEndpointChange.objects.select_for_update().select_related("merchant").get(pk=change.pk)
+    if change.requested_by_id == getattr(decider, "pk", None):
+        raise NotificationError("A webhook URL change needs a second person: you asked for this one.", code="four_eyes")
+    if change.status != EndpointChangeStatus.REQUESTED:
+        raise NotificationError(f"not awaiting approval (it is {change.get_status_display()})", code="wrong_status")
+    return change
+
+
+def webhook_endpoint_change_approve(
+    *, change: WebhookEndpointChange, approver: Actor, note: str = ""
+) -> WebhookEndpointChange:
+    """A second staff member approves: the URL is checked again (outside any lock), then the
+    endpoint is created or changed, the change marked approved and both audited."""
+    wanted = {"url": change.url, "event_types": list(change.event_types), "description": change.description}
+    if change.endpoint_id is None:
+        WebhookEndpoint(merchant=change.merchant, **wanted).full_clean()
+    else:
+        _endpoint_candidate(change.endpoint, wanted).full_clean()
+    with transaction.atomic():
+        change = _change_lock_for_second_person(change, decider=approver, what="approve webhook URL changes")
+        reason = f"URL change asked by {change.requested_by}, approved by {approver}"
+        if change.endpoint_id is None:
+            endpoint = WebhookEndpoint(merchant=change.merchant, **wanted)
+            change.endpoint = _endpoint_insert_checked(endpoint, actor=approver, reason=reason)
+        else:
+            _endpoint_update_checked(change.endpoint, wanted, actor=approver, reason=reason)
+        change.status, change.decided_by = EndpointChangeStatus.APPROVED, approver
+        change.decided_at, change.decision_note = timezone.now(), note.strip()
+        change.save()
+        audit_record(
+            actor=approver,
+            action="webhook_endpoint_change_approve",
+            target=change.endpoint,
+            reason=note.strip(),
+            details={"change": change.pk, "url": change.url},
+        )
+    return change
+
+
+def webhook_endpoint_change_reject(
+    *, change: WebhookEndpointChange, approver: Actor, note: str
+) -> WebhookEndpointChange:
+    """A second staff member rejects, with a required note; the endpoint stays as it is."""
+    note = (note or "").strip()
+    if not note:
+        raise NotificationError({"note": ["Say why the change is rejected."]}, code="reason_required")
+    with transaction.atomic():
+        change = _change_lock_for_second_person(change, decider=approver, what="reject webhook URL changes")
+        change.status, change.decided_by = EndpointChangeStatus.REJECTED, approver
+        change.decided_at, change.decision_note = timezone.now(), note
+        change.save()
+        audit_record(
+            actor=approver,
+            action="webhook_endpoint_change_reject",
+            target=change.endpoint or change.merchant,
+            reason=note,
+            details={"change": change.pk, "url": change.url},
+        )
+    return change
 
 
 def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor: Actor, reason: str = "") -> WebhookEndpoint:

@@ -88,6 +88,64 @@ class WebhookEndpoint(models.Model):
         return active
 
 
+class EndpointChangeStatus(models.TextChoices):
+    REQUESTED = "requested", "awaiting approval"
+    APPROVED = "approved", "approved"
+    REJECTED = "rejected", "rejected"
+
+
+class WebhookEndpointChange(models.Model):
+    """A staff member's new endpoint, or new URL for one, for a merchant: where that merchant's
+    payment data goes. Nothing changes until a second staff member approves (four eyes, as
+    refunds); until then deliveries keep going to the endpoint's current URL."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="changes",
+        help_text="Empty: a new endpoint.",
+    )
+    url = models.CharField("URL", max_length=2000, validators=[validate_webhook_url])
+    description = models.CharField(max_length=200, blank=True)
+    event_types = models.JSONField(default=list, blank=True)
+    status = models.CharField(
+        max_length=20, choices=EndpointChangeStatus.choices, default=EndpointChangeStatus.REQUESTED
+    )
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decision_note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "webhook URL change"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=EndpointChangeStatus.values), name="endpoint_change_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(decided_by__isnull=True) | ~models.Q(decided_by=models.F("requested_by")),
+                name="endpoint_change_decider_not_requester",
+            ),
+            models.UniqueConstraint(
+                fields=["endpoint"],
+                condition=models.Q(status="requested"),
+                name="one_open_change_per_endpoint",
+            ),
+        ]
+        permissions = [("approve_webhookendpointchange", "Can approve another person's webhook URL change")]
+
+    def __str__(self) -> str:
+        what = f"new endpoint {self.url}" if self.endpoint_id is None else f"{self.endpoint.url} -> {self.url}"
+        return f"{self.merchant}: {what} ({self.get_status_display()})"
+
+
 class Channel(models.TextChoices):
     WEBHOOK = "webhook", "Webhook"
     EMAIL = "email", "E-mail"

@@ -10,8 +10,8 @@ from django.core import mail
 from django.urls import reverse
 
 from backoffice.models import AuditEntry
-from notifications.endpoints import webhook_endpoint_create, webhook_test_send
-from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint
+from notifications.endpoints import webhook_endpoint_change_approve, webhook_endpoint_create, webhook_test_send
+from notifications.models import Channel, Notification, NotificationStatus, WebhookEndpoint, WebhookEndpointChange
 from payments.jobs import process_payment
 from tests.factories import MerchantFactory, UserFactory
 from tests.helpers import action_choices, confirm_action, logged_in, messages_of, run_action, run_due_deliveries
@@ -42,10 +42,14 @@ def test_adding_an_endpoint_checks_and_saves_it_with_a_secret_and_an_audit_entry
         f"{ENDPOINTS_URL}add/",
         {"merchant": merchant.pk, "url": "https://hooks.merchant.example/hooks", "event_types": ["payment.failed"]},
     )
+    # A staff member's new endpoint is a change for a second person to approve.
+    change = WebhookEndpointChange.objects.get()
     assert response.status_code == 302
+    assert response["Location"] == reverse("admin:notifications_webhookendpointchange_change", args=[change.pk])
+    assert not WebhookEndpoint.objects.exists()
+    webhook_endpoint_change_approve(change=change, approver=UserFactory(username="al", roles=["Approvers"]))
     endpoint = WebhookEndpoint.objects.get()
     assert endpoint.event_types == ["payment.failed"] and endpoint.secret.startswith("whsec_")
-    assert response["Location"] == reverse("admin:notifications_webhookendpoint_changelist")
     entry = AuditEntry.objects.get(action="webhook_endpoint_create")
     assert entry.object_id == str(endpoint.pk) and entry.details["event_types"] == ["payment.failed"]
     assert endpoint.secret not in str(entry.details)
@@ -75,6 +79,9 @@ def test_editing_an_endpoint_goes_through_the_service_and_keeps_the_secret(
         },
     )
     assert response.status_code == 302
+    assert WebhookEndpoint.objects.get().url == "https://hooks.merchant.example/hooks"  # until approved
+    approver = UserFactory(username="al", roles=["Approvers"])
+    webhook_endpoint_change_approve(change=WebhookEndpointChange.objects.get(), approver=approver)
     endpoint = WebhookEndpoint.objects.get()
     assert (endpoint.url, endpoint.description, endpoint.event_types) == (
         "https://new.merchant.example/in",
@@ -82,8 +89,9 @@ def test_editing_an_endpoint_goes_through_the_service_and_keeps_the_secret(
         ["refund.failed"],
     )
     assert endpoint.secret == public_endpoint.secret and endpoint.merchant == public_endpoint.merchant
+    assert AuditEntry.objects.get(action="webhook_endpoint_change_request").actor == operator
     entry = AuditEntry.objects.get(action="webhook_endpoint_update")
-    assert entry.actor == operator and entry.details["changes"]["url"] == [
+    assert entry.actor == approver and entry.details["changes"]["url"] == [
         "https://hooks.merchant.example/hooks",
         "https://new.merchant.example/in",
     ]
