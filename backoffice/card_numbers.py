@@ -107,14 +107,15 @@ def holds_card_number(value) -> bool:
     return any(contains_card_number(text) for text in _strings(value))
 
 
-def checked_text_fields(model) -> list[models.Field]:
+@functools.cache
+def checked_text_fields(model) -> tuple[models.Field, ...]:
     """The fields of a model that the check covers: every char, text and JSON field not exempt."""
     exempt = set(getattr(model, "card_numbers_exempt", ()))
-    return [
+    return tuple(
         field
         for field in model._meta.concrete_fields
         if isinstance(field, (models.CharField, models.TextField, models.JSONField)) and field.name not in exempt
-    ]
+    )
 
 
 @functools.cache
