@@ -82,6 +82,7 @@ class PaydeskModelAdmin(admin.ModelAdmin):
             allow_empty_first_page=allow_empty_first_page,
             page_number=request.GET.get(PAGE_VAR, 1),
         )
+
     # Card numbers typed into any text field are refused on the form (backoffice.card_numbers).
     form = CardNumberCheckedModelForm
 
