@@ -20,6 +20,9 @@ DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ ._-]?\d){12,18}(?![ ._-]?\d)")
 # In URLs the separators may be percent- or plus-encoded (a GET search typed with spaces).
 URL_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:(?:[ ._+-]|%20|%2[dD]|%2[eE])?\d){12,18}(?!\d)")
 MASK = "[card number removed]"
+# Our ids (a Job's UUID, in object_id, audit details and logs) join digit groups with dashes:
+# digits inside a UUID are never a card number.
+UUID = re.compile(r"(?<![0-9a-fA-F-])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9a-fA-F-])")
 
 
 def _luhn_valid(digits: list[int]) -> bool:
@@ -36,18 +39,29 @@ def _is_card_number(run: str) -> bool:
     return _luhn_valid([int(char) for char in digits if char.isdigit()])
 
 
+def _in_uuid(match: re.Match, uuid_spans: list[tuple[int, int]]) -> bool:
+    start, end = match.span()
+    return any(start < uuid_end and uuid_start < end for uuid_start, uuid_end in uuid_spans)
+
+
 def contains_card_number(text: str) -> bool:
     """True if the text holds something that passes for a card number."""
-    return any(_is_card_number(run.group()) for run in DIGIT_RUN.finditer(text or ""))
+    text = text or ""
+    uuid_spans = [match.span() for match in UUID.finditer(text)]
+    return any(_is_card_number(run.group()) and not _in_uuid(run, uuid_spans) for run in DIGIT_RUN.finditer(text))
 
 
 def mask_card_numbers(text: str) -> str:
     """The text with every card number (plain or URL-encoded) replaced by a marker."""
 
-    def mask(match: re.Match) -> str:
-        return MASK if _is_card_number(match.group()) else match.group()
+    def masker(uuid_spans: list[tuple[int, int]]):
+        def mask(match: re.Match) -> str:
+            return MASK if _is_card_number(match.group()) and not _in_uuid(match, uuid_spans) else match.group()
 
-    return URL_DIGIT_RUN.sub(mask, DIGIT_RUN.sub(mask, text))
+        return mask
+
+    text = DIGIT_RUN.sub(masker([match.span() for match in UUID.finditer(text)]), text)
+    return URL_DIGIT_RUN.sub(masker([match.span() for match in UUID.finditer(text)]), text)
 
 
 class CardNumberLogFilter(logging.Filter):

@@ -172,3 +172,11 @@ def test_an_admin_edit_with_a_card_number_is_refused_on_its_field_and_not_shown_
     assert CARD not in response.content.decode()
     merchant.refresh_from_db()
     assert CARD not in merchant.name
+
+
+def test_digits_inside_a_uuid_are_not_a_card_number():
+    # 8-4-4 digits across a job's UUID pass Luhn; an id is not a card number, in a field or a log.
+    job_id = "14242424-2424-4246-a000-00000000000a"
+    assert contains_card_number("1424242424244246") and not contains_card_number(f"job {job_id}")
+    assert mask_card_numbers(f"job {job_id} failed") == f"job {job_id} failed"
+    assert contains_card_number(f"job {job_id} card 4242 4242 4242 4242")
