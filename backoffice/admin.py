@@ -10,8 +10,10 @@ from functools import wraps
 
 from axes import admin as axes_admin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
+from django.contrib.auth.forms import UserChangeForm
 from django.contrib.auth.models import AnonymousUser, Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
@@ -560,11 +562,11 @@ admin.site.register(Dashboard, RQDashboardAdmin)
 
 
 class UserAdmin(PaydeskModelAdmin, auth_admin.UserAdmin):
-    form = auth_admin.UserAdmin.form  # Django's own forms (password hashes), not ours
+    form = UserChangeForm  # Django's own forms (password hashes), not ours
 
 
 class GroupAdmin(PaydeskModelAdmin, auth_admin.GroupAdmin):
-    form = auth_admin.GroupAdmin.form
+    form = forms.ModelForm  # Django's own (GroupAdmin sets none)
 
 
 # django-axes's pages (lockouts and log-in attempts: unlock someone by deleting their attempt).

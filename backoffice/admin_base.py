@@ -13,6 +13,7 @@ parameters names them in `extra_lookups`.
 from collections.abc import Iterable
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin import filters as admin_filters
 from django.contrib.admin import widgets
@@ -84,7 +85,7 @@ class PaydeskModelAdmin(admin.ModelAdmin):
         )
 
     # Card numbers typed into any text field are refused on the form (backoffice.card_numbers).
-    form = CardNumberCheckedModelForm
+    form: type[forms.ModelForm] = CardNumberCheckedModelForm
 
     def allowed_lookups(self, request) -> set[str]:
         allowed = set(self.extra_lookups)

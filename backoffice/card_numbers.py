@@ -6,7 +6,6 @@ saved (`refuse_card_numbers_on_save`, below); logs get it masked (`mask_card_num
 `CardNumberLogFilter`); forms never show it again (`backoffice.forms`).
 """
 
-import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -121,9 +120,18 @@ def holds_card_number(value) -> bool:
     return any(contains_card_number(text) for text in _strings(value))
 
 
-@functools.cache
-def checked_text_fields(model) -> tuple[models.Field, ...]:
+_checked_fields: dict[type, tuple[models.Field, ...]] = {}
+_paydesk_models: dict[type, bool] = {}
+
+
+def checked_text_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
     """The fields of a model that the check covers: every char, text and JSON field not exempt."""
+    if model not in _checked_fields:
+        _checked_fields[model] = _text_fields(model)
+    return _checked_fields[model]
+
+
+def _text_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
     exempt = set(getattr(model, "card_numbers_exempt", ()))
     return tuple(
         field
@@ -132,10 +140,15 @@ def checked_text_fields(model) -> tuple[models.Field, ...]:
     )
 
 
-@functools.cache
-def is_paydesk_model(model) -> bool:
+def is_paydesk_model(model: type[models.Model]) -> bool:
     """A model of one of this project's apps (not Django's or a library's, nor a migration's
     historical model)."""
+    if model not in _paydesk_models:
+        _paydesk_models[model] = _in_project(model)
+    return _paydesk_models[model]
+
+
+def _in_project(model: type[models.Model]) -> bool:
     app_path = getattr(model._meta.app_config, "path", None)
     if not app_path:
         return False

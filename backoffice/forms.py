@@ -18,7 +18,7 @@ def refuse_typed_card_numbers(form: forms.BaseForm) -> None:
     for name, field in form.fields.items():
         value = field.widget.value_from_datadict(form.data, form.files, form.add_prefix(name))
         if holds_card_number(value):
-            form._errors[name] = form.error_class([REFUSED], renderer=form.renderer)
+            form.errors[name] = form.error_class([REFUSED], renderer=form.renderer)
             form.cleaned_data.pop(name, None)
 
 

@@ -226,7 +226,7 @@ class WebhookEndpointAdmin(PaydeskModelAdmin):
 
 
 def describe_change(change: WebhookEndpointChange) -> str:
-    was = f"from {change.endpoint.url} " if change.endpoint_id else "new endpoint "
+    was = f"from {change.endpoint.url} " if change.endpoint is not None else "new endpoint "
     return f"{change.merchant}: {was}to {change.url}, asked by {change.requested_by}"
 
 
@@ -243,7 +243,7 @@ class WebhookEndpointChangeAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModel
     search_fields = ["url", "merchant__name", "merchant__slug"]
     list_select_related = ["merchant", "endpoint", "requested_by", "decided_by"]
     actions = ["approve", "reject"]
-    fields = [
+    fields = (
         "merchant",
         "endpoint",
         "current_url",
@@ -256,12 +256,12 @@ class WebhookEndpointChangeAdmin(ObjectButtons, ReadOnlyAdminMixin, PaydeskModel
         "decision_note",
         "created_at",
         "decided_at",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description="current URL")
     def current_url(self, change: WebhookEndpointChange) -> str:
-        return change.endpoint.url if change.endpoint_id else "(new endpoint)"
+        return change.endpoint.url if change.endpoint is not None else "(new endpoint)"
 
     def has_approve_permission(self, request) -> bool:
         return request.user.has_perm("notifications.approve_webhookendpointchange")

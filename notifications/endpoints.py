@@ -5,6 +5,7 @@ each write is audited."""
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -120,6 +121,9 @@ def webhook_endpoint_change_request(
     """A staff member asks for a new endpoint, or a new URL (with its events and description)
     for `endpoint`: checked now as a change would be, applied only when a second staff member
     approves (webhook_endpoint_change_approve). Nothing about the endpoint changes before."""
+    requester = actor_user(requested_by)
+    if requester is None:
+        raise NotificationError("A webhook URL change is asked by a staff member.", code="permission_denied")
     wanted = {"url": url, "event_types": list(event_types), "description": description}
     if endpoint is None:
         WebhookEndpoint(merchant=merchant, **wanted).full_clean()
@@ -135,7 +139,7 @@ def webhook_endpoint_change_request(
                     code="change_pending",
                 )
         change = WebhookEndpointChange.objects.create(
-            merchant=merchant, endpoint=endpoint, requested_by=requested_by, **wanted
+            merchant=merchant, endpoint=endpoint, requested_by=requester, **wanted
         )
         audit_record(
             actor=requested_by,
@@ -146,13 +150,18 @@ def webhook_endpoint_change_request(
     return change
 
 
-def _change_lock_for_second_person(
-    change: WebhookEndpointChange, *, decider: Actor, what: str
-) -> WebhookEndpointChange:
-    if not getattr(decider, "has_perm", None) or not decider.has_perm("notifications.approve_webhookendpointchange"):
+def _change_decider(decider: Actor, what: str) -> User:
+    """The deciding user, refused unless active staff with approve_webhookendpointchange."""
+    user = actor_user(decider)
+    if user is None or not user.is_active or not user.has_perm("notifications.approve_webhookendpointchange"):
         raise NotificationError(f"You may not {what}.", code="permission_denied")
+    return user
+
+
+def _change_lock_for_second_person(change: WebhookEndpointChange, *, decider: User) -> WebhookEndpointChange:
+    """Lock the change and check it is open and not the decider's own (four eyes)."""
     change = WebhookEndpointChange.objects.select_for_update().select_related("merchant").get(pk=change.pk)
-    if change.requested_by_id == getattr(decider, "pk", None):
+    if change.requested_by_id == decider.pk:
         raise NotificationError("A webhook URL change needs a second person: you asked for this one.", code="four_eyes")
     if change.status != EndpointChangeStatus.REQUESTED:
         raise NotificationError(f"not awaiting approval (it is {change.get_status_display()})", code="wrong_status")
@@ -164,20 +173,23 @@ def webhook_endpoint_change_approve(
 ) -> WebhookEndpointChange:
     """A second staff member approves: the URL is checked again (outside any lock), then the
     endpoint is created or changed, the change marked approved and both audited."""
+    user = _change_decider(approver, "approve webhook URL changes")
     wanted = {"url": change.url, "event_types": list(change.event_types), "description": change.description}
-    if change.endpoint_id is None:
+    current = change.endpoint
+    if current is None:
         WebhookEndpoint(merchant=change.merchant, **wanted).full_clean()
     else:
-        _endpoint_candidate(change.endpoint, wanted).full_clean()
+        _endpoint_candidate(current, wanted).full_clean()
     with transaction.atomic():
-        change = _change_lock_for_second_person(change, decider=approver, what="approve webhook URL changes")
-        reason = f"URL change asked by {change.requested_by}, approved by {approver}"
-        if change.endpoint_id is None:
+        change = _change_lock_for_second_person(change, decider=user)
+        reason = f"URL change asked by {change.requested_by}, approved by {user}"
+        current = change.endpoint
+        if current is None:
             endpoint = WebhookEndpoint(merchant=change.merchant, **wanted)
-            change.endpoint = _endpoint_insert_checked(endpoint, actor=approver, reason=reason)
+            change.endpoint = _endpoint_insert_checked(endpoint, actor=user, reason=reason)
         else:
-            _endpoint_update_checked(change.endpoint, wanted, actor=approver, reason=reason)
-        change.status, change.decided_by = EndpointChangeStatus.APPROVED, approver
+            _endpoint_update_checked(current, wanted, actor=user, reason=reason)
+        change.status, change.decided_by = EndpointChangeStatus.APPROVED, user
         change.decided_at, change.decision_note = timezone.now(), note.strip()
         change.save()
         audit_record(
@@ -197,9 +209,10 @@ def webhook_endpoint_change_reject(
     note = (note or "").strip()
     if not note:
         raise NotificationError({"note": ["Say why the change is rejected."]}, code="reason_required")
+    user = _change_decider(approver, "reject webhook URL changes")
     with transaction.atomic():
-        change = _change_lock_for_second_person(change, decider=approver, what="reject webhook URL changes")
-        change.status, change.decided_by = EndpointChangeStatus.REJECTED, approver
+        change = _change_lock_for_second_person(change, decider=user)
+        change.status, change.decided_by = EndpointChangeStatus.REJECTED, user
         change.decided_at, change.decision_note = timezone.now(), note
         change.save()
         audit_record(

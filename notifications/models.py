@@ -142,7 +142,7 @@ class WebhookEndpointChange(models.Model):
         permissions = [("approve_webhookendpointchange", "Can approve another person's webhook URL change")]
 
     def __str__(self) -> str:
-        what = f"new endpoint {self.url}" if self.endpoint_id is None else f"{self.endpoint.url} -> {self.url}"
+        what = f"new endpoint {self.url}" if self.endpoint is None else f"{self.endpoint.url} -> {self.url}"
         return f"{self.merchant}: {what} ({self.get_status_display()})"
 
 

@@ -61,6 +61,7 @@ def validate_new_payment(
         except ValidationError:
             refuse("customer_email", "Enter a valid e-mail address.")
     for field, value in (
+        ("idempotency_key", idempotency_key),
         ("merchant_reference", merchant_reference),
         ("description", description),
         ("customer_email", customer_email),
