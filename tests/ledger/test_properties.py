@@ -48,7 +48,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _key(self) -> str:
         self.keys += 1
-        return f"prop-{id(self)}-{self.keys}"
+        return f"prop-{id(self):x}-k{self.keys}"  # hex: no long digit run (card-number check)
 
     def _payment(self, merchant_index: int, currency: str, amount: int, token: str) -> Payment:
         payment = payment_services.payment_create(

@@ -56,7 +56,7 @@ class PaymentMachine(RuleBasedStateMachine):
                 amount_minor=amount,
                 currency="EUR",
                 payment_method=token,
-                idempotency_key=f"st{id(self):x}-{key}",  # hex: no long digit run (card-number check)
+                idempotency_key=f"st{id(self):x}-k{key}",  # hex: no long digit run (card-number check)
             )[0]
         except ValidationError:
             assert self.keys[key] != (token, amount), "the same parameters must return the first payment"
