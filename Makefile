@@ -3,8 +3,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist; each gets its own test database and Redis database). 0: one process.
-TEST_WORKERS ?= 2
+# Test processes (pytest-xdist; each gets its own test database and Redis database). 0: one
+# process, the default and what CI runs: the browser tests are steadier alone on two cores.
+TEST_WORKERS ?= 0
 BENCH_ARGS ?= --own-redis
 VOLUME_ARGS ?= --own-redis
 TRAFFIC ?= 1

@@ -17,6 +17,7 @@ from backoffice.models import AuditEntry, Job, JobStatus  # noqa: E402
 from payments.models import Payment  # noqa: E402
 from tests.e2e.test_browser import CHROMIUM, PageShots  # noqa: E402
 from tests.factories import UserFactory  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -64,8 +65,11 @@ def test_operator_acts_from_the_dashboard_with_a_button_and_exports(page: Page, 
         expect(page.get_by_role("heading", name="Queues and workers")).to_be_visible()
         charts = page.locator("img.chart")
         expect(charts.first).to_be_visible()
-        page.wait_for_function(
-            "Array.from(document.querySelectorAll('img.chart')).every(img => img.complete && img.naturalWidth > 0)"
+        # Polled from here: wait_for_function evaluates its text in the page, which the CSP refuses.
+        wait_until(
+            lambda: charts.evaluate_all("imgs => imgs.every(img => img.complete && img.naturalWidth > 0)"),
+            timeout=15,
+            message="every chart drawn",
         )
         assert horizontal_overflow(page) <= 0
         shots.take("dashboard-1400")
