@@ -17,7 +17,7 @@ from payments.jobs import process_payment
 from payments.models import Membership
 from payments.states import PaymentStatus
 from processor.launch import ProcessorProcess
-from tests.factories import MerchantFactory, UserFactory, remember_roles_as_migrated
+from tests.factories import MerchantFactory, UserFactory
 from tests.helpers import IN_CI, PROCFILE_WORKER_CLASS, ROOT, logged_in, merchant_user, wait_until, worker_environment
 
 _embedded_redis = None
@@ -50,14 +50,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "needs_postgres" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _staff_roles_as_migrated(django_db_setup, django_db_blocker):
-    """The staff roles' permissions as the migrations left them, read once: a transactional test
-    flushes the tables, and UserFactory(roles=...) restores every app's grants from this."""
-    with django_db_blocker.unblock():
-        remember_roles_as_migrated()
 
 
 @pytest.fixture(autouse=True)

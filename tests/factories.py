@@ -1,9 +1,9 @@
 import factory
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
-from django.db.models import Q
+from django.contrib.auth.models import Group
 
 from payments.models import Merchant, Payment
+from payments.roles import ensure_roles
 from payments.states import PaymentStatus
 
 
@@ -47,24 +47,5 @@ class UserFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def roles(self, create, extracted, **kwargs):
         if create and extracted:
-            self.groups.add(*(restore_role(name) for name in extracted))
-
-
-# Every app's grants to each role, as the migrations made them (tests/conftest.py reads them once).
-ROLES_AS_MIGRATED: dict[str, list[tuple[str, str]]] = {}
-
-
-def remember_roles_as_migrated() -> None:
-    for group in Group.objects.prefetch_related("permissions__content_type"):
-        ROLES_AS_MIGRATED[group.name] = [(p.content_type.app_label, p.codename) for p in group.permissions.all()]
-
-
-def restore_role(name: str) -> Group:
-    """The role with its migrated permissions, also after a transactional test flushed them."""
-    group, _ = Group.objects.get_or_create(name=name)
-    if ROLES_AS_MIGRATED.get(name):
-        wanted = Q()
-        for app_label, codename in ROLES_AS_MIGRATED[name]:
-            wanted |= Q(content_type__app_label=app_label, codename=codename)
-        group.permissions.add(*Permission.objects.filter(wanted))
-    return group
+            ensure_roles()
+            self.groups.add(*Group.objects.filter(name__in=extracted))
