@@ -4,6 +4,7 @@ person above it; once per request key; never undone by a re-run of the day."""
 import threading
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections
 from django.urls import reverse
@@ -89,6 +90,10 @@ def test_two_simultaneous_submits_of_one_form_post_once(make_day, settings):
     ingest(generated.csv_bytes)
     match_day(processor=PROCESSOR, day=generated.day)
     finance = UserFactory(username="fin-2", roles=["Finance"])
+    # A transactional test's flush took the migrated role grants: give the one this test needs.
+    finance.user_permissions.add(
+        Permission.objects.get(content_type__app_label="reconciliation", codename="resolve_discrepancy")
+    )
     entry = _open_with_merchant()
     results, barrier = [], threading.Barrier(2)
 
